@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what skiff and its tests need on Debian 12 (run as root).
+# Idempotent: skips apt when every package is already installed.
+set -euo pipefail
+
+PACKAGES=(
+  docker-registry   # the CNCF distribution server the tests run on 127.0.0.1
+  skopeo            # an independent registry client the tests check against
+  umoci             # builds test images offline
+  busybox-static    # content for test images
+  apache2-utils     # htpasswd, for the Basic-auth registry in the tests
+  jq curl ca-certificates python3
+  e2fsprogs
+  gcc libc6-dev pkg-config
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+for t in docker-registry skopeo umoci htpasswd; do
+  command -v "$t" >/dev/null || { echo "setup: $t missing after install" >&2; exit 1; }
+done
+echo "setup: ok"

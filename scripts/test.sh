@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds once, runs every test.
+# Slower compatibility tests (docker load, podman load) run with SKIFF_SLOW=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+cargo build --workspace --all-targets --quiet
+if [ "${SKIFF_SLOW:-0}" = 1 ]; then
+  cargo test --workspace -- --include-ignored
+else
+  cargo test --workspace
+fi

@@ -9,7 +9,7 @@ PACKAGES=(
   umoci             # builds test images offline
   busybox-static    # content for test images
   apache2-utils     # htpasswd, for the Basic-auth registry in the tests
-  jq curl ca-certificates python3
+  jq curl ca-certificates python3 bc
   e2fsprogs
   gcc libc6-dev pkg-config
 )

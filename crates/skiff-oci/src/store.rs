@@ -493,7 +493,8 @@ pub struct Partial {
     store: Store,
     digest: Digest,
     path: PathBuf,
-    file: File,
+    /// Buffered: network chunks are small, and a syscall per chunk shows.
+    file: io::BufWriter<File>,
     hasher: Sha256,
     len: u64,
 }
@@ -504,6 +505,7 @@ impl Partial {
         let mut hasher = Sha256::new();
         file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
         let len = io::copy(&mut file, &mut hasher).map_err(io_err(&path))?;
+        let file = io::BufWriter::with_capacity(1 << 20, file);
         Ok(Self { store, digest, path, file, hasher, len })
     }
 
@@ -525,7 +527,8 @@ impl Partial {
 
     /// Starts over (the server ignored the Range request, or the data was bad).
     pub fn reset(&mut self) -> Result<(), StoreError> {
-        self.file.set_len(0).map_err(io_err(&self.path))?;
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.get_ref().set_len(0).map_err(io_err(&self.path))?;
         self.file.seek(SeekFrom::Start(0)).map_err(io_err(&self.path))?;
         self.hasher = Sha256::new();
         self.len = 0;
@@ -550,7 +553,8 @@ impl Partial {
             let _ = std::fs::remove_file(&self.path);
             return Err(e);
         }
-        self.file.sync_all().map_err(io_err(&self.path))?;
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.get_ref().sync_all().map_err(io_err(&self.path))?;
         let dest = self.store.blob_path(&self.digest);
         std::fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
         Ok(())

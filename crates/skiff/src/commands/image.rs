@@ -222,7 +222,8 @@ fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<()> {
         .map(|r| {
             let (repository, tag) = match r.name.as_deref().and_then(|n| n.parse::<Reference>().ok()) {
                 Some(n) => (n.name(), n.tag().unwrap_or("<none>").to_owned()),
-                None => ("<none>".to_owned(), "<none>".to_owned()),
+                // Pulled by digest only: show where it came from, as podman does.
+                None => (r.source.clone().unwrap_or_else(|| "<none>".to_owned()), "<none>".to_owned()),
             };
             ImageRow {
                 name: r.name.clone(),

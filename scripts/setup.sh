@@ -14,6 +14,11 @@ PACKAGES=(
   gcc libc6-dev pkg-config
 )
 
+# --peers: also the peers the slow compatibility suite checks against.
+if [ "${1:-}" = --peers ]; then
+  PACKAGES+=(docker.io podman)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

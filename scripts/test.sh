@@ -3,7 +3,7 @@
 # Slower compatibility tests (docker load, podman load) run with SKIFF_SLOW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+if [ "${SKIFF_SLOW:-0}" = 1 ]; then ./scripts/setup.sh --peers; else ./scripts/setup.sh; fi
 cargo build --workspace --all-targets --quiet
 if [ "${SKIFF_SLOW:-0}" = 1 ]; then
   cargo test --workspace -- --include-ignored

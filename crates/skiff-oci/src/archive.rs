@@ -27,9 +27,19 @@ pub enum ArchiveError {
     #[error("archive is missing {0}")]
     Missing(String),
     #[error("{path} in the archive has digest {actual}, but its name says {expected}")]
-    NameMismatch { path: String, expected: String, actual: Digest },
-    #[error("layer {path}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
-    DiffIdMismatch { path: String, expected: String, actual: Digest },
+    NameMismatch {
+        path: String,
+        expected: String,
+        actual: Digest,
+    },
+    #[error(
+        "layer {path}: uncompressed digest {actual} does not match the config's diff_id {expected}"
+    )]
+    DiffIdMismatch {
+        path: String,
+        expected: String,
+        actual: Digest,
+    },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
     #[error(transparent)]
@@ -39,7 +49,10 @@ pub enum ArchiveError {
 }
 
 fn invalid(what: impl Into<String>, message: impl ToString) -> ArchiveError {
-    ArchiveError::Invalid { what: what.into(), message: message.to_string() }
+    ArchiveError::Invalid {
+        what: what.into(),
+        message: message.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +68,9 @@ impl std::str::FromStr for ArchiveFormat {
         match s {
             "docker-archive" | "docker" => Ok(Self::DockerArchive),
             "oci-archive" | "oci" => Ok(Self::OciArchive),
-            _ => Err(format!("unknown archive format {s:?} (use docker-archive or oci-archive)")),
+            _ => Err(format!(
+                "unknown archive format {s:?} (use docker-archive or oci-archive)"
+            )),
         }
     }
 }
@@ -78,7 +93,12 @@ pub struct SaveItem<'a> {
 
 /// Writes `items` as one archive to `out`. Blobs are copied as stored
 /// (compressed layers stay compressed: docker, podman and skopeo all accept it).
-pub fn save(store: &Store, items: &[SaveItem<'_>], format: ArchiveFormat, out: impl Write) -> Result<(), ArchiveError> {
+pub fn save(
+    store: &Store,
+    items: &[SaveItem<'_>],
+    format: ArchiveFormat,
+    out: impl Write,
+) -> Result<(), ArchiveError> {
     let mut tar = tar::Builder::new(out);
     let mut written: HashSet<String> = HashSet::new();
     let mut docker_entries = vec![];
@@ -107,14 +127,24 @@ pub fn save(store: &Store, items: &[SaveItem<'_>], format: ArchiveFormat, out: i
                 });
             }
             ArchiveFormat::OciArchive => {
-                for d in std::iter::once(&item.record.digest).chain(std::iter::once(&config)).chain(&layers) {
-                    add_blob(&mut tar, store, d, &format!("blobs/sha256/{}", d.hex()), &mut written)?;
+                for d in std::iter::once(&item.record.digest)
+                    .chain(std::iter::once(&config))
+                    .chain(&layers)
+                {
+                    add_blob(
+                        &mut tar,
+                        store,
+                        d,
+                        &format!("blobs/sha256/{}", d.hex()),
+                        &mut written,
+                    )?;
                 }
                 let mut annotations = BTreeMap::new();
                 if let Some(n) = &item.name {
                     annotations.insert("io.containerd.image.name".to_owned(), n.to_string());
                     if let Some(t) = n.tag() {
-                        annotations.insert("org.opencontainers.image.ref.name".to_owned(), t.to_owned());
+                        annotations
+                            .insert("org.opencontainers.image.ref.name".to_owned(), t.to_owned());
                     }
                 }
                 oci_manifests.push(serde_json::json!({
@@ -128,7 +158,8 @@ pub fn save(store: &Store, items: &[SaveItem<'_>], format: ArchiveFormat, out: i
     }
     match format {
         ArchiveFormat::DockerArchive => {
-            let json = serde_json::to_vec(&docker_entries).map_err(|e| ArchiveError::Write(e.into()))?;
+            let json =
+                serde_json::to_vec(&docker_entries).map_err(|e| ArchiveError::Write(e.into()))?;
             add_bytes(&mut tar, "manifest.json", &json)?;
         }
         ArchiveFormat::OciArchive => {
@@ -142,13 +173,18 @@ pub fn save(store: &Store, items: &[SaveItem<'_>], format: ArchiveFormat, out: i
             add_bytes(&mut tar, "index.json", &json)?;
         }
     }
-    tar.into_inner().map_err(ArchiveError::Write)?.flush().map_err(ArchiveError::Write)
+    tar.into_inner()
+        .map_err(ArchiveError::Write)?
+        .flush()
+        .map_err(ArchiveError::Write)
 }
 
 /// docker writes Docker Hub names short (`busybox:latest`).
 fn docker_name(r: &Reference) -> String {
     let s = r.to_string();
-    s.strip_prefix("docker.io/library/").or_else(|| s.strip_prefix("docker.io/")).map_or(s.clone(), str::to_owned)
+    s.strip_prefix("docker.io/library/")
+        .or_else(|| s.strip_prefix("docker.io/"))
+        .map_or(s.clone(), str::to_owned)
 }
 
 fn header(path: &str, size: u64) -> tar::Header {
@@ -163,9 +199,14 @@ fn header(path: &str, size: u64) -> tar::Header {
     h
 }
 
-fn add_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+fn add_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(), ArchiveError> {
     let mut h = header(path, bytes.len() as u64);
-    tar.append_data(&mut h, path, bytes).map_err(ArchiveError::Write)
+    tar.append_data(&mut h, path, bytes)
+        .map_err(ArchiveError::Write)
 }
 
 fn add_blob<W: Write>(
@@ -181,7 +222,8 @@ fn add_blob<W: Write>(
     let f = store.open_blob(d)?;
     let len = f.metadata().map_err(ArchiveError::Read)?.len();
     let mut h = header(path, len);
-    tar.append_data(&mut h, path, f).map_err(ArchiveError::Write)
+    tar.append_data(&mut h, path, f)
+        .map_err(ArchiveError::Write)
 }
 
 /// What `load` brought in.
@@ -214,7 +256,11 @@ pub fn load(store: &Store, input: impl Read) -> Result<Loaded, ArchiveError> {
     result
 }
 
-fn load_inner(store: &Store, input: impl Read, added: &mut Vec<Digest>) -> Result<Loaded, ArchiveError> {
+fn load_inner(
+    store: &Store,
+    input: impl Read,
+    added: &mut Vec<Digest>,
+) -> Result<Loaded, ArchiveError> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let head = input.fill_buf().map_err(ArchiveError::Read)?;
     let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
@@ -229,12 +275,17 @@ fn load_inner(store: &Store, input: impl Read, added: &mut Vec<Digest>) -> Resul
     for entry in archive.entries().map_err(ArchiveError::Read)? {
         let mut entry = entry.map_err(ArchiveError::Read)?;
         let raw_path = entry.path().map_err(ArchiveError::Read)?.into_owned();
-        let Some(path) = clean_path(&raw_path) else { continue };
+        let Some(path) = clean_path(&raw_path) else {
+            continue;
+        };
         match entry.header().entry_type() {
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 if let Ok(Some(target)) = entry.link_name() {
                     let base = if entry.header().entry_type() == tar::EntryType::Symlink {
-                        Path::new(&path).parent().map(|p| p.join(&target)).unwrap_or(target.into_owned())
+                        Path::new(&path)
+                            .parent()
+                            .map(|p| p.join(&target))
+                            .unwrap_or(target.into_owned())
                     } else {
                         target.into_owned()
                     };
@@ -266,7 +317,11 @@ fn load_inner(store: &Store, input: impl Read, added: &mut Vec<Digest>) -> Resul
         let d = match w.commit(expected.as_ref(), Some(written)) {
             Ok(d) => d,
             Err(StoreError::DigestMismatch { expected, actual }) => {
-                return Err(ArchiveError::NameMismatch { path, expected: expected.to_string(), actual });
+                return Err(ArchiveError::NameMismatch {
+                    path,
+                    expected: expected.to_string(),
+                    actual,
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -275,7 +330,11 @@ fn load_inner(store: &Store, input: impl Read, added: &mut Vec<Digest>) -> Resul
         }
         members.insert(path, Member::Blob(d));
     }
-    let mut ctx = LoadCtx { store, members, added };
+    let mut ctx = LoadCtx {
+        store,
+        members,
+        added,
+    };
     if ctx.members.contains_key("manifest.json") {
         ctx.load_docker()
     } else if ctx.members.contains_key("index.json") {
@@ -287,7 +346,11 @@ fn load_inner(store: &Store, input: impl Read, added: &mut Vec<Digest>) -> Resul
 
 /// Small files we keep in memory rather than in the store.
 fn is_metadata_name(path: &str) -> bool {
-    path.ends_with(".json") || path.ends_with("/json") || path.ends_with("VERSION") || path == "oci-layout" || path == "repositories"
+    path.ends_with(".json")
+        || path.ends_with("/json")
+        || path.ends_with("VERSION")
+        || path == "oci-layout"
+        || path == "repositories"
 }
 
 /// Normalizes a member path (`./a/../b` → `b`); refuses paths that leave the archive root.
@@ -357,16 +420,24 @@ impl LoadCtx<'_> {
 
     fn load_docker(&mut self) -> Result<Loaded, ArchiveError> {
         let entries: Vec<DockerManifestEntry> =
-            serde_json::from_slice(&self.small("manifest.json")?).map_err(|e| invalid("manifest.json", e))?;
+            serde_json::from_slice(&self.small("manifest.json")?)
+                .map_err(|e| invalid("manifest.json", e))?;
         let mut out = vec![];
         for e in entries {
             let config_bytes = self.small(&e.config)?;
             // docker names the config after its digest; hold it to that.
-            let stem = Path::new(&e.config).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = Path::new(&e.config)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let config = Digest::of(&config_bytes);
             if let Ok(named) = Digest::from_hex(stem.trim_start_matches("sha256:")) {
                 if named != config {
-                    return Err(ArchiveError::NameMismatch { path: e.config.clone(), expected: named.to_string(), actual: config });
+                    return Err(ArchiveError::NameMismatch {
+                        path: e.config.clone(),
+                        expected: named.to_string(),
+                        actual: config,
+                    });
                 }
             }
             self.put(&config_bytes, Some(&config))?;
@@ -379,10 +450,14 @@ impl LoadCtx<'_> {
                 #[serde(default)]
                 diff_ids: Vec<String>,
             }
-            let cfg: Cfg = serde_json::from_slice(&config_bytes).map_err(|err| invalid(&e.config, err))?;
+            let cfg: Cfg =
+                serde_json::from_slice(&config_bytes).map_err(|err| invalid(&e.config, err))?;
             let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
             if diff_ids.len() != e.layers.len() {
-                return Err(invalid(&e.config, format!("{} diff_ids for {} layers", diff_ids.len(), e.layers.len())));
+                return Err(invalid(
+                    &e.config,
+                    format!("{} diff_ids for {} layers", diff_ids.len(), e.layers.len()),
+                ));
             }
             let mut layers = vec![];
             let mut any_zstd = false;
@@ -390,13 +465,21 @@ impl LoadCtx<'_> {
                 let d = self.blob(path)?;
                 let (kind, uncompressed) = diff_id_of(self.store, &d)?;
                 if uncompressed.to_string() != *diff_id {
-                    return Err(ArchiveError::DiffIdMismatch { path: path.clone(), expected: diff_id.clone(), actual: uncompressed });
+                    return Err(ArchiveError::DiffIdMismatch {
+                        path: path.clone(),
+                        expected: diff_id.clone(),
+                        actual: uncompressed,
+                    });
                 }
                 any_zstd |= kind == manifest::Compression::Zstd;
                 let size = self.store.blob_size(&d).unwrap_or(0);
                 layers.push((d, size, kind));
             }
-            let (mt, cmt) = if any_zstd { (manifest::OCI_MANIFEST, manifest::OCI_CONFIG) } else { (manifest::DOCKER_MANIFEST, manifest::DOCKER_CONFIG) };
+            let (mt, cmt) = if any_zstd {
+                (manifest::OCI_MANIFEST, manifest::OCI_CONFIG)
+            } else {
+                (manifest::DOCKER_MANIFEST, manifest::DOCKER_CONFIG)
+            };
             let layer_json: Vec<_> = layers
                 .iter()
                 .map(|(d, size, kind)| {
@@ -426,29 +509,39 @@ impl LoadCtx<'_> {
 
     fn load_oci(&mut self) -> Result<Loaded, ArchiveError> {
         let index_bytes = self.small("index.json")?;
-        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| invalid("index.json", e))?;
+        let index: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&index_bytes).map_err(|e| invalid("index.json", e))?;
         let mut out = vec![];
         for desc in index.manifests() {
             let d = Digest::try_from(desc.digest()).map_err(manifest::ManifestError::from)?;
             let bytes = self.small(&format!("blobs/sha256/{}", d.hex()))?;
-            let (md, index_digest) = match Manifest::parse(&bytes, Some(&desc.media_type().to_string()))? {
-                Manifest::Image(_) => (d, None),
-                Manifest::Index(idx) => {
-                    let host = Platform::host();
-                    let entries = idx.entries();
-                    let Some(inner) = host.select(&entries) else {
-                        let have: Vec<_> = entries.iter().map(|(p, _)| p.to_string()).collect();
-                        return Err(invalid("index.json", format!("no image for {host} (has: {})", have.join(", "))));
-                    };
-                    (Digest::try_from(inner.digest()).map_err(manifest::ManifestError::from)?, Some(d))
-                }
-            };
+            let (md, index_digest) =
+                match Manifest::parse(&bytes, Some(&desc.media_type().to_string()))? {
+                    Manifest::Image(_) => (d, None),
+                    Manifest::Index(idx) => {
+                        let host = Platform::host();
+                        let entries = idx.entries();
+                        let Some(inner) = host.select(&entries) else {
+                            let have: Vec<_> = entries.iter().map(|(p, _)| p.to_string()).collect();
+                            return Err(invalid(
+                                "index.json",
+                                format!("no image for {host} (has: {})", have.join(", ")),
+                            ));
+                        };
+                        (
+                            Digest::try_from(inner.digest())
+                                .map_err(manifest::ManifestError::from)?,
+                            Some(d),
+                        )
+                    }
+                };
             self.check_image(&md)?;
             let ann = desc.annotations().clone().unwrap_or_default();
-            let name = ann
-                .get("io.containerd.image.name")
-                .cloned()
-                .or_else(|| ann.get("org.opencontainers.image.ref.name").filter(|n| n.contains(':') || n.contains('/')).cloned());
+            let name = ann.get("io.containerd.image.name").cloned().or_else(|| {
+                ann.get("org.opencontainers.image.ref.name")
+                    .filter(|n| n.contains(':') || n.contains('/'))
+                    .cloned()
+            });
             out.extend(self.record(&md, index_digest, &name.into_iter().collect::<Vec<_>>())?);
         }
         Ok(Loaded { images: out })
@@ -456,7 +549,10 @@ impl LoadCtx<'_> {
 
     /// Checks that a manifest and everything it references arrived intact.
     fn check_image(&self, md: &Digest) -> Result<(), ArchiveError> {
-        let bytes = self.store.read_small_blob(md).map_err(|_| ArchiveError::Missing(format!("manifest {md}")))?;
+        let bytes = self
+            .store
+            .read_small_blob(md)
+            .map_err(|_| ArchiveError::Missing(format!("manifest {md}")))?;
         let Manifest::Image(img) = Manifest::parse(&bytes, None)? else {
             return Err(manifest::ManifestError::NotAnImage(md.clone()).into());
         };
@@ -467,24 +563,38 @@ impl LoadCtx<'_> {
         for (d, size) in need {
             match self.store.blob_size(&d) {
                 None => return Err(ArchiveError::Missing(format!("blob {d}"))),
-                Some(s) if s != size => return Err(invalid(format!("blob {d}"), format!("size {s}, manifest says {size}"))),
+                Some(s) if s != size => {
+                    return Err(invalid(
+                        format!("blob {d}"),
+                        format!("size {s}, manifest says {size}"),
+                    ))
+                }
                 _ => {}
             }
         }
         Ok(())
     }
 
-    fn record(&mut self, md: &Digest, index_digest: Option<Digest>, names: &[String]) -> Result<Vec<ImageRecord>, ArchiveError> {
+    fn record(
+        &mut self,
+        md: &Digest,
+        index_digest: Option<Digest>,
+        names: &[String],
+    ) -> Result<Vec<ImageRecord>, ArchiveError> {
         let mut out = vec![];
         if names.is_empty() {
-            let rec = self.store.make_record(None, md, index_digest.clone(), None)?;
+            let rec = self
+                .store
+                .make_record(None, md, index_digest.clone(), None)?;
             self.store.record_image(rec.clone())?;
             out.push(rec);
         }
         for n in names {
             // `name:tag` without a registry means Docker Hub, as in `docker load`.
             let r: Reference = n.parse().map_err(|e| invalid("image name", e))?;
-            let rec = self.store.make_record(Some(&r), md, index_digest.clone(), None)?;
+            let rec = self
+                .store
+                .make_record(Some(&r), md, index_digest.clone(), None)?;
             self.store.record_image(rec.clone())?;
             out.push(rec);
         }
@@ -522,7 +632,10 @@ mod tests {
 
     #[test]
     fn member_paths_stay_inside() {
-        assert_eq!(clean_path(Path::new("./a/b.json")).as_deref(), Some("a/b.json"));
+        assert_eq!(
+            clean_path(Path::new("./a/b.json")).as_deref(),
+            Some("a/b.json")
+        );
         assert_eq!(clean_path(Path::new("/abs/x")).as_deref(), Some("abs/x"));
         assert_eq!(clean_path(Path::new("a/../b")).as_deref(), Some("b"));
         assert_eq!(clean_path(Path::new("../etc/passwd")), None);
@@ -540,7 +653,15 @@ mod tests {
         let mut h = header("big.bin", data.len() as u64);
         b.append_data(&mut h, "big.bin", &data[..]).unwrap();
         let bytes = b.into_inner().unwrap();
-        assert!(matches!(load(&s, &bytes[..]), Err(ArchiveError::UnknownFormat)));
-        assert_eq!(std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().count(), 0);
+        assert!(matches!(
+            load(&s, &bytes[..]),
+            Err(ArchiveError::UnknownFormat)
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

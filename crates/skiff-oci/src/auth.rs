@@ -66,8 +66,12 @@ pub fn read_paths() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE") {
         return vec![PathBuf::from(p)];
     }
-    let mut v = vec![default_write_path(), home().join(".config/containers/auth.json")];
-    let docker = std::env::var_os("DOCKER_CONFIG").map_or_else(|| home().join(".docker"), PathBuf::from);
+    let mut v = vec![
+        default_write_path(),
+        home().join(".config/containers/auth.json"),
+    ];
+    let docker =
+        std::env::var_os("DOCKER_CONFIG").map_or_else(|| home().join(".docker"), PathBuf::from);
     v.push(docker.join("config.json"));
     v.dedup();
     v
@@ -77,15 +81,24 @@ impl AuthFile {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         match std::fs::read(path) {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Self::default()),
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ConfigError::Json { path: path.into(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| ConfigError::Json {
+                path: path.into(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
     /// Writes atomically with mode 0600 (it holds secrets).
     pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
-        let err = |source| ConfigError::Write { path: path.into(), source };
+        let err = |source| ConfigError::Write {
+            path: path.into(),
+            source,
+        };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(e.into()))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
@@ -114,7 +127,8 @@ impl AuthFile {
     pub fn remove(&mut self, registry: &str) -> bool {
         let keys = candidate_keys(registry);
         let before = self.auths.len();
-        self.auths.retain(|k, _| !keys.iter().any(|c| normalize_key(k) == *c));
+        self.auths
+            .retain(|k, _| !keys.iter().any(|c| normalize_key(k) == *c));
         before != self.auths.len()
     }
 }
@@ -132,22 +146,33 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, ConfigError> {
 fn candidate_keys(registry: &str) -> Vec<String> {
     let mut v = vec![registry.to_owned()];
     if registry == "docker.io" {
-        v.extend(["index.docker.io".to_owned(), "registry-1.docker.io".to_owned()]);
+        v.extend([
+            "index.docker.io".to_owned(),
+            "registry-1.docker.io".to_owned(),
+        ]);
     }
     v
 }
 
 /// `https://index.docker.io/v1/` → `index.docker.io`: docker writes URLs as keys.
 fn normalize_key(k: &str) -> String {
-    let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
+    let k = k
+        .strip_prefix("https://")
+        .or_else(|| k.strip_prefix("http://"))
+        .unwrap_or(k);
     k.split('/').next().unwrap_or(k).to_owned()
 }
 
 fn decode_auth(b64: &str) -> Option<Credentials> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
-    Some(Credentials { username: u.to_owned(), password: p.to_owned() })
+    Some(Credentials {
+        username: u.to_owned(),
+        password: p.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -172,13 +197,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/auth.json");
         let mut f = AuthFile::default();
-        f.set("h:1", &Credentials { username: "x".into(), password: "y".into() });
+        f.set(
+            "h:1",
+            &Credentials {
+                username: "x".into(),
+                password: "y".into(),
+            },
+        );
         f.write(&path).unwrap();
         let mut g = AuthFile::read(&path).unwrap();
         assert_eq!(g.lookup("h:1").unwrap().password, "y");
         assert!(g.remove("h:1"));
         assert!(!g.remove("h:1"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

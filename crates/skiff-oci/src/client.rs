@@ -13,7 +13,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    LOCATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::auth::Credentials;
@@ -33,23 +36,43 @@ pub enum RegistryError {
     #[error("{host}: authentication required (run `skiff login {host}`)")]
     Unauthorized { host: String },
     #[error("{host}: access denied{}", .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Denied { host: String, detail: Option<String> },
+    Denied {
+        host: String,
+        detail: Option<String>,
+    },
     #[error("{host}: login failed: {detail}")]
     LoginFailed { host: String, detail: String },
     #[error("{what} not found in {host}")]
     NotFound { host: String, what: String },
     #[error("{host} answered {status} for {what}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Status { host: String, status: u16, what: String, message: Option<String> },
+    Status {
+        host: String,
+        status: u16,
+        what: String,
+        message: Option<String>,
+    },
     #[error("{host}: {what} is larger than {limit} bytes")]
-    TooLarge { host: String, what: String, limit: u64 },
+    TooLarge {
+        host: String,
+        what: String,
+        limit: u64,
+    },
     #[error("{what}: the registry sent content with digest {actual}, expected {expected}")]
-    DigestMismatch { what: String, expected: String, actual: Digest },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: Digest,
+    },
     #[error("{host}: bad authentication challenge: {detail}")]
     BadChallenge { host: String, detail: String },
     #[error("{host}: {message}")]
     Protocol { host: String, message: String },
     #[error("{host}: reading {what} failed: {message}")]
-    Body { host: String, what: String, message: String },
+    Body {
+        host: String,
+        what: String,
+        message: String,
+    },
     #[error("bad TLS configuration for {host}: {message}")]
     Tls { host: String, message: String },
     #[error(transparent)]
@@ -63,14 +86,18 @@ pub enum RegistryError {
 impl RegistryError {
     /// Worth another endpoint (mirror, search registry): the image may be elsewhere.
     pub fn is_not_found_or_auth(&self) -> bool {
-        matches!(self, Self::NotFound { .. } | Self::Unauthorized { .. } | Self::Denied { .. })
+        matches!(
+            self,
+            Self::NotFound { .. } | Self::Unauthorized { .. } | Self::Denied { .. }
+        )
     }
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Where credentials come from; the CLI passes the auth.json lookup.
-pub type CredentialSource = Box<dyn Fn(&str) -> Result<Option<Credentials>, ConfigError> + Send + Sync>;
+pub type CredentialSource =
+    Box<dyn Fn(&str) -> Result<Option<Credentials>, ConfigError> + Send + Sync>;
 
 #[derive(Default)]
 struct HostState {
@@ -109,12 +136,20 @@ pub enum Access {
 
 impl RegistryClient {
     pub fn new(conf: RegistriesConf, creds: CredentialSource) -> Self {
-        let certs_dir = std::env::var_os("SKIFF_CERTS_DIR").map_or_else(|| PathBuf::from("/etc/containers/certs.d"), PathBuf::from);
+        let certs_dir = std::env::var_os("SKIFF_CERTS_DIR")
+            .map_or_else(|| PathBuf::from("/etc/containers/certs.d"), PathBuf::from);
         let backoff = std::env::var("SKIFF_RETRY_BACKOFF_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(Duration::from_millis(500), Duration::from_millis);
-        Self { conf, creds, certs_dir, clients: Mutex::default(), hosts: Mutex::default(), backoff }
+        Self {
+            conf,
+            creds,
+            certs_dir,
+            clients: Mutex::default(),
+            hosts: Mutex::default(),
+            backoff,
+        }
     }
 
     pub fn registries(&self) -> &RegistriesConf {
@@ -129,7 +164,10 @@ impl RegistryClient {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let tls = |message: String| RegistryError::Tls { host: host.to_owned(), message };
+        let tls = |message: String| RegistryError::Tls {
+            host: host.to_owned(),
+            message,
+        };
         let mut b = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(15))
@@ -144,8 +182,10 @@ impl RegistryClient {
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "crt") {
-                    let pem = std::fs::read(&p).map_err(|e| tls(format!("{}: {e}", p.display())))?;
-                    let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| tls(format!("{}: {e}", p.display())))?;
+                    let pem =
+                        std::fs::read(&p).map_err(|e| tls(format!("{}: {e}", p.display())))?;
+                    let cert = reqwest::Certificate::from_pem(&pem)
+                        .map_err(|e| tls(format!("{}: {e}", p.display())))?;
                     b = b.add_root_certificate(cert);
                 }
             }
@@ -206,7 +246,10 @@ impl RegistryClient {
                 Ok(r) => r,
                 Err(e) => {
                     // An insecure host that does not speak TLS: switch to HTTP once.
-                    if ep.insecure && base.starts_with("https") && (e.is_connect() || e.is_request()) {
+                    if ep.insecure
+                        && base.starts_with("https")
+                        && (e.is_connect() || e.is_request())
+                    {
                         self.with_host(&ep.host, |s| s.plain_http = true);
                         tracing::debug!(host = %ep.host, "TLS failed ({e}); trying plain HTTP");
                         attempt -= 1;
@@ -217,20 +260,31 @@ impl RegistryClient {
                         tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
                         continue;
                     }
-                    return Err(RegistryError::Connect { host: ep.host.clone(), message: error_chain(&e) });
+                    return Err(RegistryError::Connect {
+                        host: ep.host.clone(),
+                        message: error_chain(&e),
+                    });
                 }
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !authed_once {
                 authed_once = true;
-                if self.handle_challenge(ep, registry, scopes, resp.headers()).await? {
+                if self
+                    .handle_challenge(ep, registry, scopes, resp.headers())
+                    .await?
+                {
                     attempt -= 1;
                     continue;
                 }
-                return Err(RegistryError::Unauthorized { host: ep.host.clone() });
+                return Err(RegistryError::Unauthorized {
+                    host: ep.host.clone(),
+                });
             }
-            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) && attempt < ATTEMPTS {
-                let wait = retry_after(resp.headers()).unwrap_or(self.backoff * 2u32.pow(attempt - 1));
+            if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                && attempt < ATTEMPTS
+            {
+                let wait =
+                    retry_after(resp.headers()).unwrap_or(self.backoff * 2u32.pow(attempt - 1));
                 tracing::debug!(host = %ep.host, "{what}: {status}; retrying in {wait:?}");
                 tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 continue;
@@ -239,10 +293,19 @@ impl RegistryClient {
         }
     }
 
-    fn auth_header(&self, ep: &Endpoint, registry: &str, scopes: &[String]) -> Result<Option<HeaderValue>> {
+    fn auth_header(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        scopes: &[String],
+    ) -> Result<Option<HeaderValue>> {
         let key = scopes.join(" ");
         let (token, basic) = self.with_host(&ep.host, |s| {
-            let t = s.tokens.get(&key).filter(|(_, exp)| *exp > Instant::now()).map(|(t, _)| t.clone());
+            let t = s
+                .tokens
+                .get(&key)
+                .filter(|(_, exp)| *exp > Instant::now())
+                .map(|(t, _)| t.clone());
             (t, s.basic)
         });
         if let Some(t) = token {
@@ -258,8 +321,19 @@ impl RegistryClient {
 
     /// Answers a 401: learns Basic, or fetches a Bearer token for the scopes.
     /// Returns whether a retry can succeed.
-    async fn handle_challenge(&self, ep: &Endpoint, registry: &str, scopes: &[String], headers: &HeaderMap) -> Result<bool> {
-        let Some(ch) = headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find_map(Challenge::parse) else {
+    async fn handle_challenge(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        scopes: &[String],
+        headers: &HeaderMap,
+    ) -> Result<bool> {
+        let Some(ch) = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(Challenge::parse)
+        else {
             return Ok(false);
         };
         match ch {
@@ -268,12 +342,18 @@ impl RegistryClient {
                 self.with_host(&ep.host, |s| s.basic = true);
                 Ok(have)
             }
-            Challenge::Bearer { realm, service, scope } => {
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
                 let mut wanted: Vec<String> = scopes.to_vec();
                 if wanted.is_empty() {
                     wanted.extend(scope);
                 }
-                let token = self.fetch_token(ep, registry, &realm, service.as_deref(), &wanted).await?;
+                let token = self
+                    .fetch_token(ep, registry, &realm, service.as_deref(), &wanted)
+                    .await?;
                 self.with_host(&ep.host, |s| {
                     s.tokens.insert(scopes.join(" "), token);
                 });
@@ -290,9 +370,16 @@ impl RegistryClient {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<(String, Instant)> {
-        let realm_url = reqwest::Url::parse(realm).map_err(|e| RegistryError::BadChallenge { host: ep.host.clone(), detail: format!("realm {realm:?}: {e}") })?;
+        let realm_url = reqwest::Url::parse(realm).map_err(|e| RegistryError::BadChallenge {
+            host: ep.host.clone(),
+            detail: format!("realm {realm:?}: {e}"),
+        })?;
         let realm_host = realm_url.host_str().unwrap_or_default().to_owned();
-        let insecure = self.conf.is_insecure_host(&realm_host) || self.conf.is_insecure_host(&format!("{realm_host}:{}", realm_url.port_or_known_default().unwrap_or(443)));
+        let insecure = self.conf.is_insecure_host(&realm_host)
+            || self.conf.is_insecure_host(&format!(
+                "{realm_host}:{}",
+                realm_url.port_or_known_default().unwrap_or(443)
+            ));
         let http = self.http(&realm_host, insecure || realm_url.scheme() == "http")?;
         let mut req = http.get(realm_url);
         let mut q: Vec<(&str, &str)> = vec![];
@@ -307,17 +394,30 @@ impl RegistryClient {
         if let Some(c) = &creds {
             req = req.header(AUTHORIZATION, basic_header(c));
         }
-        let resp = req.send().await.map_err(|e| RegistryError::Connect { host: realm_host.clone(), message: error_chain(&e) })?;
+        let resp = req.send().await.map_err(|e| RegistryError::Connect {
+            host: realm_host.clone(),
+            message: error_chain(&e),
+        })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(if creds.is_some() {
-                RegistryError::LoginFailed { host: ep.host.clone(), detail: "the token server refused the credentials".into() }
+                RegistryError::LoginFailed {
+                    host: ep.host.clone(),
+                    detail: "the token server refused the credentials".into(),
+                }
             } else {
-                RegistryError::Unauthorized { host: ep.host.clone() }
+                RegistryError::Unauthorized {
+                    host: ep.host.clone(),
+                }
             });
         }
         if !status.is_success() {
-            return Err(RegistryError::Status { host: realm_host, status: status.as_u16(), what: "a token".into(), message: None });
+            return Err(RegistryError::Status {
+                host: realm_host,
+                status: status.as_u16(),
+                what: "a token".into(),
+                message: None,
+            });
         }
         let body = read_limited(resp, 1 << 20, &ep.host, "token response").await?;
         #[derive(serde::Deserialize)]
@@ -326,12 +426,19 @@ impl RegistryClient {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| RegistryError::Protocol { host: ep.host.clone(), message: format!("bad token response: {e}") })?;
-        let token = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| RegistryError::Protocol {
-            host: ep.host.clone(),
-            message: "token response has no token".into(),
-        })?;
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                host: ep.host.clone(),
+                message: format!("bad token response: {e}"),
+            })?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol {
+                host: ep.host.clone(),
+                message: "token response has no token".into(),
+            })?;
         // Refresh a little early; the spec's default lifetime is 60 s.
         let life = t.expires_in.unwrap_or(60).max(10);
         Ok((token, Instant::now() + Duration::from_secs(life - 5)))
@@ -339,45 +446,84 @@ impl RegistryClient {
 
     /// `GET /v2/`: checks that the endpoint is a registry and the credentials work.
     pub async fn ping(&self, ep: &Endpoint, registry: &str) -> Result<()> {
-        let resp = self.send(ep, registry, &[], "/v2/", &|c, b| c.get(format!("{b}/v2/"))).await?;
+        let resp = self
+            .send(ep, registry, &[], "/v2/", &|c, b| c.get(format!("{b}/v2/")))
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED => Err(RegistryError::LoginFailed { host: ep.host.clone(), detail: "bad username or password".into() }),
+            StatusCode::UNAUTHORIZED => Err(RegistryError::LoginFailed {
+                host: ep.host.clone(),
+                detail: "bad username or password".into(),
+            }),
             s => Err(status_error(&ep.host, "/v2/", s, resp).await),
         }
     }
 
     /// Fetches a manifest or index by tag or digest; verifies its digest.
-    pub async fn fetch_manifest(&self, ep: &Endpoint, registry: &str, reference: &str) -> Result<(Vec<u8>, Option<String>, Digest)> {
+    pub async fn fetch_manifest(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Option<String>, Digest)> {
         let scopes = [scope(&ep.repository, Access::Pull)];
         let url = format!("/v2/{}/manifests/{}", ep.repository, reference);
         let what = format!("manifest {}:{}", ep.repository, reference);
-        let resp = self.send(ep, registry, &scopes, &what, &|c, b| c.get(format!("{b}{url}")).header(ACCEPT, manifest::ACCEPT)).await?;
+        let resp = self
+            .send(ep, registry, &scopes, &what, &|c, b| {
+                c.get(format!("{b}{url}")).header(ACCEPT, manifest::ACCEPT)
+            })
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(status_error(&ep.host, &what, status, resp).await);
         }
-        let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = read_limited(resp, MAX_MANIFEST_SIZE, &ep.host, &what).await?;
         let actual = Digest::of(&body);
-        let expected = if reference.contains(':') { Some(reference.to_owned()) } else { header_digest };
+        let expected = if reference.contains(':') {
+            Some(reference.to_owned())
+        } else {
+            header_digest
+        };
         if let Some(exp) = expected {
             if exp != actual.to_string() {
                 // A registry answering HTML has no digest to speak of; say what it is.
                 manifest::Manifest::parse(&body, ct.as_deref())?;
-                return Err(RegistryError::DigestMismatch { what, expected: exp, actual });
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected: exp,
+                    actual,
+                });
             }
         }
         Ok((body, ct, actual))
     }
 
     /// Whether the registry has the blob (`HEAD`).
-    pub async fn blob_exists(&self, ep: &Endpoint, registry: &str, digest: &Digest) -> Result<bool> {
+    pub async fn blob_exists(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        digest: &Digest,
+    ) -> Result<bool> {
         let scopes = [scope(&ep.repository, Access::Push)];
         let url = format!("/v2/{}/blobs/{digest}", ep.repository);
         let what = format!("blob {digest}");
-        let resp = self.send(ep, registry, &scopes, &what, &|c, b| c.head(format!("{b}{url}"))).await?;
+        let resp = self
+            .send(ep, registry, &scopes, &what, &|c, b| {
+                c.head(format!("{b}{url}"))
+            })
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -400,7 +546,16 @@ impl RegistryClient {
         let url = format!("/v2/{}/blobs/{digest}", ep.repository);
         let what = format!("blob {digest}");
         let mut failures = 0;
+        // Bytes left by an earlier, interrupted pull are trusted only until the
+        // digest check: if it fails, they may be the bad part, so fetch it all again once.
+        let mut resumed = partial.len() > 0;
         loop {
+            if partial.len() == size && !partial.matches() && resumed {
+                tracing::debug!(host = %ep.host, "{what}: resumed download failed verification; fetching it whole");
+                resumed = false;
+                partial.reset()?;
+                on_bytes(0);
+            }
             if partial.len() > size {
                 partial.reset()?;
             }
@@ -411,13 +566,21 @@ impl RegistryClient {
             let resp = self
                 .send(ep, registry, &scopes, &what, &|c, b| {
                     let r = c.get(format!("{b}{url}"));
-                    if from > 0 { r.header(RANGE, format!("bytes={from}-")) } else { r }
+                    if from > 0 {
+                        r.header(RANGE, format!("bytes={from}-"))
+                    } else {
+                        r
+                    }
                 })
                 .await?;
             let status = resp.status();
             match status {
                 StatusCode::PARTIAL_CONTENT if from > 0 => {
-                    let start = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(content_range_start);
+                    let start = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(content_range_start);
                     if start != Some(from) {
                         partial.reset()?;
                         continue;
@@ -436,22 +599,40 @@ impl RegistryClient {
                 }
                 _ => return Err(status_error(&ep.host, &what, status, resp).await),
             }
-            if let Some(len) = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+            if let Some(len) = resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
                 if partial.len() + len > size {
-                    return Err(RegistryError::TooLarge { host: ep.host.clone(), what, limit: size });
+                    return Err(RegistryError::TooLarge {
+                        host: ep.host.clone(),
+                        what,
+                        limit: size,
+                    });
                 }
             }
             match stream_into(resp, &mut partial, size, on_bytes).await {
+                Ok(()) if resumed && !partial.matches() && partial.len() == size => continue,
                 Ok(()) => break,
                 Err(StreamError::Store(e)) => return Err(e.into()),
                 Err(StreamError::TooLarge) => {
                     partial.discard();
-                    return Err(RegistryError::TooLarge { host: ep.host.clone(), what, limit: size });
+                    return Err(RegistryError::TooLarge {
+                        host: ep.host.clone(),
+                        what,
+                        limit: size,
+                    });
                 }
                 Err(StreamError::Http(e)) => {
                     failures += 1;
                     if failures >= ATTEMPTS {
-                        return Err(RegistryError::Body { host: ep.host.clone(), what, message: error_chain(&e) });
+                        return Err(RegistryError::Body {
+                            host: ep.host.clone(),
+                            what,
+                            message: error_chain(&e),
+                        });
                     }
                     tracing::debug!(host = %ep.host, "{what}: {e} after {} bytes; resuming", partial.len());
                     tokio::time::sleep(self.backoff * 2u32.pow(failures - 1)).await;
@@ -459,15 +640,23 @@ impl RegistryClient {
             }
         }
         partial.commit(Some(size)).map_err(|e| match e {
-            StoreError::DigestMismatch { expected, actual } => {
-                RegistryError::DigestMismatch { what: format!("blob {expected}"), expected: expected.to_string(), actual }
-            }
+            StoreError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
+                what: format!("blob {expected}"),
+                expected: expected.to_string(),
+                actual,
+            },
             other => other.into(),
         })
     }
 
     /// Starts an upload, first trying to mount the blob from `mount_from`.
-    pub async fn start_upload(&self, ep: &Endpoint, registry: &str, digest: &Digest, mount_from: Option<&str>) -> Result<UploadStart> {
+    pub async fn start_upload(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        digest: &Digest,
+        mount_from: Option<&str>,
+    ) -> Result<UploadStart> {
         let mut scopes = vec![scope(&ep.repository, Access::Push)];
         if let Some(from) = mount_from {
             scopes.push(scope(from, Access::Pull));
@@ -479,7 +668,10 @@ impl RegistryClient {
         };
         let what = format!("upload of {digest}");
         let resp = self
-            .send(ep, registry, &scopes, &what, &|c, b| c.post(format!("{b}{base_path}{query}")).header(CONTENT_LENGTH, "0"))
+            .send(ep, registry, &scopes, &what, &|c, b| {
+                c.post(format!("{b}{base_path}{query}"))
+                    .header(CONTENT_LENGTH, "0")
+            })
             .await?;
         match resp.status() {
             StatusCode::CREATED if mount_from.is_some() => Ok(UploadStart::Mounted),
@@ -511,12 +703,20 @@ impl RegistryClient {
         let chunked = chunk_size.filter(|c| *c > 0 && size > *c);
         if let Some(chunk) = chunked {
             use tokio::io::AsyncReadExt;
-            let mut f = tokio::fs::File::open(path).await.map_err(|e| StoreError::Io { path: path.into(), source: e })?;
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: path.into(),
+                    source: e,
+                })?;
             let mut offset = 0u64;
             while offset < size {
                 let n = chunk.min(size - offset);
                 let mut buf = vec![0u8; n as usize];
-                f.read_exact(&mut buf).await.map_err(|e| StoreError::Io { path: path.into(), source: e })?;
+                f.read_exact(&mut buf).await.map_err(|e| StoreError::Io {
+                    path: path.into(),
+                    source: e,
+                })?;
                 let body = bytes_body(buf);
                 let loc = absolute(&self.base_url(ep), &location);
                 let range = format!("{}-{}", offset, offset + n - 1);
@@ -529,7 +729,8 @@ impl RegistryClient {
                             .body(body.clone())
                     })
                     .await?;
-                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT
+                {
                     return Err(status_error(&ep.host, &what, resp.status(), resp).await);
                 }
                 location = location_or(&resp, &location);
@@ -537,7 +738,11 @@ impl RegistryClient {
                 on_bytes(offset);
             }
             let loc = with_digest(&absolute(&self.base_url(ep), &location), digest);
-            let resp = self.send(ep, registry, &scopes, &what, &|c, _| c.put(&loc).header(CONTENT_LENGTH, "0")).await?;
+            let resp = self
+                .send(ep, registry, &scopes, &what, &|c, _| {
+                    c.put(&loc).header(CONTENT_LENGTH, "0")
+                })
+                .await?;
             if resp.status() != StatusCode::CREATED {
                 return Err(status_error(&ep.host, &what, resp.status(), resp).await);
             }
@@ -548,7 +753,12 @@ impl RegistryClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let file = tokio::fs::File::open(path).await.map_err(|e| StoreError::Io { path: path.into(), source: e })?;
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: path.into(),
+                    source: e,
+                })?;
             let http = self.http(&ep.host, ep.insecure)?;
             let mut req = http
                 .put(&loc)
@@ -566,20 +776,36 @@ impl RegistryClient {
                 Ok(resp) if resp.status().is_server_error() && attempt < 3 => {}
                 Ok(resp) => return Err(status_error(&ep.host, &what, resp.status(), resp).await),
                 Err(e) if attempt < 3 && is_transient(&e) => {}
-                Err(e) => return Err(RegistryError::Connect { host: ep.host.clone(), message: error_chain(&e) }),
+                Err(e) => {
+                    return Err(RegistryError::Connect {
+                        host: ep.host.clone(),
+                        message: error_chain(&e),
+                    })
+                }
             }
             tokio::time::sleep(self.backoff * attempt).await;
         }
     }
 
     /// `PUT` a manifest under `reference` (a tag or its digest).
-    pub async fn put_manifest(&self, ep: &Endpoint, registry: &str, reference: &str, bytes: &[u8], media_type: &str) -> Result<()> {
+    pub async fn put_manifest(
+        &self,
+        ep: &Endpoint,
+        registry: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
         let scopes = [scope(&ep.repository, Access::Push)];
         let url = format!("/v2/{}/manifests/{reference}", ep.repository);
         let what = format!("manifest {}:{reference}", ep.repository);
         let body = bytes_body(bytes.to_vec());
         let resp = self
-            .send(ep, registry, &scopes, &what, &|c, b| c.put(format!("{b}{url}")).header(CONTENT_TYPE, media_type).body(body.clone()))
+            .send(ep, registry, &scopes, &what, &|c, b| {
+                c.put(format!("{b}{url}"))
+                    .header(CONTENT_TYPE, media_type)
+                    .body(body.clone())
+            })
             .await?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(status_error(&ep.host, &what, resp.status(), resp).await);
@@ -590,7 +816,13 @@ impl RegistryClient {
     /// The endpoint to push to (no mirrors): the registry itself.
     pub fn push_endpoint(&self, reference: &crate::Reference) -> Endpoint {
         let host = reference.api_host().to_owned();
-        Endpoint { insecure: self.conf.is_insecure_host(&host) || self.conf.is_insecure_host(reference.registry()), host, repository: reference.repository().to_owned(), mirror: false }
+        Endpoint {
+            insecure: self.conf.is_insecure_host(&host)
+                || self.conf.is_insecure_host(reference.registry()),
+            host,
+            repository: reference.repository().to_owned(),
+            mirror: false,
+        }
     }
 }
 
@@ -604,7 +836,12 @@ enum StreamError {
     TooLarge,
 }
 
-async fn stream_into(mut resp: Response, partial: &mut Partial, size: u64, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<(), StreamError> {
+async fn stream_into(
+    mut resp: Response,
+    partial: &mut Partial,
+    size: u64,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<(), StreamError> {
     loop {
         match resp.chunk().await {
             Ok(Some(bytes)) => {
@@ -629,8 +866,11 @@ pub fn scope(repository: &str, access: Access) -> String {
 
 fn basic_header(c: &Credentials) -> HeaderValue {
     let raw = format!("{}:{}", c.username, c.password);
-    let mut v = HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
-        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
 }
@@ -654,12 +894,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    h.get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 fn content_range_start(v: &str) -> Option<u64> {
     // "bytes 100-199/200"
-    v.trim().strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+    v.trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn location(resp: &Response, host: &str) -> Result<String> {
@@ -667,11 +918,17 @@ fn location(resp: &Response, host: &str) -> Result<String> {
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .ok_or_else(|| RegistryError::Protocol { host: host.to_owned(), message: "upload response has no Location header".into() })
+        .ok_or_else(|| RegistryError::Protocol {
+            host: host.to_owned(),
+            message: "upload response has no Location header".into(),
+        })
 }
 
 fn location_or(resp: &Response, old: &str) -> String {
-    resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map_or_else(|| old.to_owned(), str::to_owned)
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| old.to_owned(), str::to_owned)
 }
 
 /// Upload locations may be relative to the registry.
@@ -692,27 +949,47 @@ fn with_digest(loc: &str, d: &Digest) -> String {
 
 async fn read_limited(mut resp: Response, limit: u64, host: &str, what: &str) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|l| l > limit) {
-        return Err(RegistryError::TooLarge { host: host.to_owned(), what: what.to_owned(), limit });
+        return Err(RegistryError::TooLarge {
+            host: host.to_owned(),
+            what: what.to_owned(),
+            limit,
+        });
     }
     let mut buf = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(c)) => {
                 if (buf.len() + c.len()) as u64 > limit {
-                    return Err(RegistryError::TooLarge { host: host.to_owned(), what: what.to_owned(), limit });
+                    return Err(RegistryError::TooLarge {
+                        host: host.to_owned(),
+                        what: what.to_owned(),
+                        limit,
+                    });
                 }
                 buf.extend_from_slice(&c);
             }
             Ok(None) => return Ok(buf),
-            Err(e) => return Err(RegistryError::Body { host: host.to_owned(), what: what.to_owned(), message: error_chain(&e) }),
+            Err(e) => {
+                return Err(RegistryError::Body {
+                    host: host.to_owned(),
+                    what: what.to_owned(),
+                    message: error_chain(&e),
+                })
+            }
         }
     }
 }
 
 /// Turns a non-success answer into an error with the registry's own message.
 async fn status_error(host: &str, what: &str, status: StatusCode, resp: Response) -> RegistryError {
-    let is_html = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("text/html"));
-    let body = read_limited(resp, 64 << 10, host, what).await.unwrap_or_default();
+    let is_html = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/html"));
+    let body = read_limited(resp, 64 << 10, host, what)
+        .await
+        .unwrap_or_default();
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -723,20 +1000,39 @@ async fn status_error(host: &str, what: &str, status: StatusCode, resp: Response
         message: Option<String>,
     }
     let parsed = serde_json::from_slice::<Errors>(&body).ok();
-    let message = parsed.as_ref().and_then(|e| e.errors.first()).map(|e| {
-        match (&e.code, &e.message) {
-            (Some(c), Some(m)) => format!("{} ({c})", m),
-            (Some(c), None) => c.clone(),
-            (None, Some(m)) => m.clone(),
-            (None, None) => String::new(),
-        }
-    });
-    let message = if message.is_none() && is_html { Some("the server answered with an HTML page (is this really a registry?)".to_owned()) } else { message };
+    let message =
+        parsed
+            .as_ref()
+            .and_then(|e| e.errors.first())
+            .map(|e| match (&e.code, &e.message) {
+                (Some(c), Some(m)) => format!("{} ({c})", m),
+                (Some(c), None) => c.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => String::new(),
+            });
+    let message = if message.is_none() && is_html {
+        Some("the server answered with an HTML page (is this really a registry?)".to_owned())
+    } else {
+        message
+    };
     match status {
-        StatusCode::NOT_FOUND => RegistryError::NotFound { host: host.to_owned(), what: what.to_owned() },
-        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized { host: host.to_owned() },
-        StatusCode::FORBIDDEN => RegistryError::Denied { host: host.to_owned(), detail: message },
-        _ => RegistryError::Status { host: host.to_owned(), status: status.as_u16(), what: what.to_owned(), message },
+        StatusCode::NOT_FOUND => RegistryError::NotFound {
+            host: host.to_owned(),
+            what: what.to_owned(),
+        },
+        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
+            host: host.to_owned(),
+        },
+        StatusCode::FORBIDDEN => RegistryError::Denied {
+            host: host.to_owned(),
+            detail: message,
+        },
+        _ => RegistryError::Status {
+            host: host.to_owned(),
+            status: status.as_u16(),
+            what: what.to_owned(),
+            message,
+        },
     }
 }
 
@@ -744,7 +1040,11 @@ async fn status_error(host: &str, what: &str, status: StatusCode, resp: Response
 #[derive(Debug, PartialEq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
 }
 
 impl Challenge {
@@ -756,7 +1056,11 @@ impl Challenge {
             "bearer" => {
                 let params = parse_params(rest);
                 let realm = params.get("realm")?.clone();
-                Some(Self::Bearer { realm, service: params.get("service").cloned(), scope: params.get("scope").cloned() })
+                Some(Self::Bearer {
+                    realm,
+                    service: params.get("service").cloned(),
+                    scope: params.get("scope").cloned(),
+                })
             }
             _ => None,
         }
@@ -771,7 +1075,8 @@ fn parse_params(s: &str) -> HashMap<String, String> {
         while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
             chars.next();
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
         if key.is_empty() {
             break;
         }
@@ -793,7 +1098,10 @@ fn parse_params(s: &str) -> HashMap<String, String> {
                 }
             }
         } else {
-            val = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect::<String>().trim().to_owned();
+            val = std::iter::from_fn(|| chars.next_if(|c| *c != ','))
+                .collect::<String>()
+                .trim()
+                .to_owned();
         }
         out.insert(key.trim().to_ascii_lowercase(), val);
     }
@@ -806,7 +1114,10 @@ mod tests {
 
     #[test]
     fn challenges() {
-        assert_eq!(Challenge::parse("Basic realm=\"x\""), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse("Basic realm=\"x\""),
+            Some(Challenge::Basic)
+        );
         let c = Challenge::parse(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#).unwrap();
         assert_eq!(
             c,
@@ -822,10 +1133,15 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(absolute("http://h:1", "/v2/x/blobs/uploads/u?a=b"), "http://h:1/v2/x/blobs/uploads/u?a=b");
+        assert_eq!(
+            absolute("http://h:1", "/v2/x/blobs/uploads/u?a=b"),
+            "http://h:1/v2/x/blobs/uploads/u?a=b"
+        );
         assert_eq!(absolute("http://h:1", "https://other/u"), "https://other/u");
         let d = Digest::of(b"");
-        assert!(with_digest("http://h/u?_state=s", &d).ends_with("&digest=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        assert!(with_digest("http://h/u?_state=s", &d).ends_with(
+            "&digest=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        ));
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("junk"), None);
     }

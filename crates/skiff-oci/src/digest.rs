@@ -29,7 +29,9 @@ impl Digest {
 
     /// Finishes a running hash into a digest.
     pub fn from_hasher(h: Sha256) -> Self {
-        Self { hex: hex::encode(h.finalize()) }
+        Self {
+            hex: hex::encode(h.finalize()),
+        }
     }
 
     /// The 64 hex digits, without the algorithm.
@@ -39,8 +41,14 @@ impl Digest {
 
     /// Parses a bare 64-hex-digit string (a file name in the store).
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Self { hex: hex.to_owned() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self {
+                hex: hex.to_owned(),
+            })
         } else {
             Err(DigestError::Malformed(hex.to_owned()))
         }
@@ -56,7 +64,9 @@ impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
-            Some(("sha256", hex)) => Self::from_hex(hex).map_err(|_| DigestError::Malformed(s.to_owned())),
+            Some(("sha256", hex)) => {
+                Self::from_hex(hex).map_err(|_| DigestError::Malformed(s.to_owned()))
+            }
             Some((alg, _)) if !alg.is_empty() => Err(DigestError::Algorithm(s.to_owned())),
             _ => Err(DigestError::Malformed(s.to_owned())),
         }
@@ -102,13 +112,19 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         let d = Digest::of(b"");
-        assert_eq!(d.to_string(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
     }
 
     #[test]
     fn refuses_bad_input() {
-        assert!(matches!("sha512:abc".parse::<Digest>(), Err(DigestError::Algorithm(_))));
+        assert!(matches!(
+            "sha512:abc".parse::<Digest>(),
+            Err(DigestError::Algorithm(_))
+        ));
         assert!("sha256:ABC".parse::<Digest>().is_err());
         assert!("sha256:".parse::<Digest>().is_err());
         assert!("e3b0".parse::<Digest>().is_err());

@@ -68,9 +68,12 @@ impl Manifest {
         if ct.as_deref() == Some("text/html") || looks_like_html(bytes) {
             return Err(ManifestError::Html);
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(format!("not JSON: {e}")))?;
-        let doc_type = value.get("mediaType").and_then(|v| v.as_str()).map(str::to_owned);
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Malformed(format!("not JSON: {e}")))?;
+        let doc_type = value
+            .get("mediaType")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
         if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
             return Err(ManifestError::Schema1);
         }
@@ -87,18 +90,26 @@ impl Manifest {
             });
         match kind.as_str() {
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                let inner: ImageManifest = serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-                let doc = ImageManifestDoc { media_type: kind, inner };
+                let inner: ImageManifest = serde_json::from_value(value)
+                    .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+                let doc = ImageManifestDoc {
+                    media_type: kind,
+                    inner,
+                };
                 doc.config_digest()?;
                 doc.layer_digests()?;
                 Ok(Manifest::Image(doc))
             }
             OCI_INDEX | DOCKER_LIST => {
-                let inner: ImageIndex = serde_json::from_value(value).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+                let inner: ImageIndex = serde_json::from_value(value)
+                    .map_err(|e| ManifestError::Malformed(e.to_string()))?;
                 for m in inner.manifests() {
                     Digest::try_from(m.digest())?;
                 }
-                Ok(Manifest::Index(IndexDoc { media_type: kind, inner }))
+                Ok(Manifest::Index(IndexDoc {
+                    media_type: kind,
+                    inner,
+                }))
             }
             DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(ManifestError::Schema1),
             other => Err(ManifestError::UnknownMediaType(other.to_owned())),
@@ -115,7 +126,9 @@ impl Manifest {
 
 fn looks_like_html(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(256)];
-    let text = String::from_utf8_lossy(head).trim_start().to_ascii_lowercase();
+    let text = String::from_utf8_lossy(head)
+        .trim_start()
+        .to_ascii_lowercase();
     text.starts_with("<!doctype html") || text.starts_with("<html") || text.starts_with("<head")
 }
 
@@ -133,7 +146,11 @@ impl ImageManifestDoc {
     }
 
     pub fn layer_digests(&self) -> Result<Vec<Digest>, ManifestError> {
-        self.inner.layers().iter().map(|l| Digest::try_from(l.digest()).map_err(Into::into)).collect()
+        self.inner
+            .layers()
+            .iter()
+            .map(|l| Digest::try_from(l.digest()).map_err(Into::into))
+            .collect()
     }
 
     /// Config plus layers, as stored (compressed).
@@ -165,12 +182,16 @@ pub enum Compression {
 
 pub fn layer_compression(media_type: &str) -> Result<Compression, ManifestError> {
     match media_type {
-        OCI_LAYER_TAR | DOCKER_LAYER_TAR | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(Compression::None),
+        OCI_LAYER_TAR
+        | DOCKER_LAYER_TAR
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(Compression::None),
         OCI_LAYER_GZIP
         | DOCKER_LAYER_GZIP
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
+        OCI_LAYER_ZSTD | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+            Ok(Compression::Zstd)
+        }
         other => Err(ManifestError::UnknownLayerType(other.to_owned())),
     }
 }
@@ -185,26 +206,50 @@ mod tests {
 
     #[test]
     fn classifies_documents() {
-        let m = Manifest::parse(IMG.as_bytes(), Some("application/vnd.docker.distribution.manifest.v2+json")).unwrap();
+        let m = Manifest::parse(
+            IMG.as_bytes(),
+            Some("application/vnd.docker.distribution.manifest.v2+json"),
+        )
+        .unwrap();
         let Manifest::Image(img) = m else { panic!() };
         assert_eq!(img.total_size(), 10);
         let idx = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,
           "digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#;
-        let Manifest::Index(i) = Manifest::parse(idx.as_bytes(), Some(OCI_INDEX)).unwrap() else { panic!() };
+        let Manifest::Index(i) = Manifest::parse(idx.as_bytes(), Some(OCI_INDEX)).unwrap() else {
+            panic!()
+        };
         assert_eq!(i.entries()[0].0.to_string(), "linux/arm64/v8");
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
-        assert!(matches!(Manifest::parse(br#"{"schemaVersion":1,"name":"x"}"#, None), Err(ManifestError::Schema1)));
-        assert!(matches!(Manifest::parse(b"<!DOCTYPE html><p>hi", None), Err(ManifestError::Html)));
-        assert!(matches!(Manifest::parse(b"{}", Some("text/html; charset=utf-8")), Err(ManifestError::Html)));
         assert!(matches!(
-            Manifest::parse(br#"{"schemaVersion":2,"mediaType":"application/x-weird"}"#, None),
+            Manifest::parse(br#"{"schemaVersion":1,"name":"x"}"#, None),
+            Err(ManifestError::Schema1)
+        ));
+        assert!(matches!(
+            Manifest::parse(b"<!DOCTYPE html><p>hi", None),
+            Err(ManifestError::Html)
+        ));
+        assert!(matches!(
+            Manifest::parse(b"{}", Some("text/html; charset=utf-8")),
+            Err(ManifestError::Html)
+        ));
+        assert!(matches!(
+            Manifest::parse(
+                br#"{"schemaVersion":2,"mediaType":"application/x-weird"}"#,
+                None
+            ),
             Err(ManifestError::UnknownMediaType(_))
         ));
-        assert!(matches!(Manifest::parse(b"garbage", None), Err(ManifestError::Malformed(_))));
-        let bad_digest = IMG.replace("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}]", "sha512:abcd\"}]");
+        assert!(matches!(
+            Manifest::parse(b"garbage", None),
+            Err(ManifestError::Malformed(_))
+        ));
+        let bad_digest = IMG.replace(
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}]",
+            "sha512:abcd\"}]",
+        );
         assert!(Manifest::parse(bad_digest.as_bytes(), None).is_err());
     }
 }

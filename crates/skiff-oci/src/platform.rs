@@ -31,12 +31,20 @@ impl Platform {
             "arm" => Some("v7".to_owned()),
             _ => None,
         };
-        Self { os: "linux".into(), architecture: architecture.into(), variant }
+        Self {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant,
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Self::normalized(os, arch, None)),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Self::normalized(os, arch, Some(v))),
@@ -50,11 +58,19 @@ impl Platform {
             "aarch64" => "arm64".to_owned(),
             a => a.to_owned(),
         };
-        Self { os: os.to_ascii_lowercase(), architecture: arch, variant: variant.map(|v| v.to_ascii_lowercase()) }
+        Self {
+            os: os.to_ascii_lowercase(),
+            architecture: arch,
+            variant: variant.map(|v| v.to_ascii_lowercase()),
+        }
     }
 
     pub fn from_oci(p: &oci_spec::image::Platform) -> Self {
-        Self::normalized(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+        Self::normalized(
+            &p.os().to_string(),
+            &p.architecture().to_string(),
+            p.variant().as_deref(),
+        )
     }
 
     /// Whether an index entry for `candidate` serves a request for `self`.
@@ -79,8 +95,13 @@ impl Platform {
             .or_else(|| entries.iter().find(|(p, _)| self.matches(p)))
             .or_else(|| {
                 // The host default variant is only a preference.
-                let loose = Platform { variant: None, ..self.clone() };
-                (self == &Platform::host()).then(|| entries.iter().find(|(p, _)| loose.matches(p))).flatten()
+                let loose = Platform {
+                    variant: None,
+                    ..self.clone()
+                };
+                (self == &Platform::host())
+                    .then(|| entries.iter().find(|(p, _)| loose.matches(p)))
+                    .flatten()
             })
             .map(|(_, t)| t)
     }
@@ -109,9 +130,18 @@ mod tests {
             (Platform::parse("linux/arm64/v8").unwrap(), 3),
         ];
         assert_eq!(p.select(&entries), Some(&3));
-        assert_eq!(Platform::parse("linux/arm/v7").unwrap().select(&entries), Some(&2));
-        assert_eq!(Platform::parse("linux/arm/v6").unwrap().select(&entries), None);
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().select(&entries), Some(&1));
+        assert_eq!(
+            Platform::parse("linux/arm/v7").unwrap().select(&entries),
+            Some(&2)
+        );
+        assert_eq!(
+            Platform::parse("linux/arm/v6").unwrap().select(&entries),
+            None
+        );
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().select(&entries),
+            Some(&1)
+        );
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux/amd64/v2/x").is_err());
         assert!(Platform::parse("linux/am d64").is_err());

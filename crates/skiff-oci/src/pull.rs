@@ -36,7 +36,10 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        Self { platform: None, concurrency: 4 }
+        Self {
+            platform: None,
+            concurrency: 4,
+        }
     }
 }
 
@@ -60,7 +63,12 @@ pub async fn pull(
     let candidates: Vec<Reference> = if parsed.qualified {
         vec![parsed.reference.clone()]
     } else {
-        client.registries().search_registries().iter().map(|r| parsed.reference.with_registry(r)).collect()
+        client
+            .registries()
+            .search_registries()
+            .iter()
+            .map(|r| parsed.reference.with_registry(r))
+            .collect()
     };
     let mut last_err = None;
     for (i, reference) in candidates.iter().enumerate() {
@@ -74,7 +82,12 @@ pub async fn pull(
             match pull_from(client, store, reference, ep, opts, progress.clone()).await {
                 Ok(p) => return Ok(p),
                 // Only "not here" moves on; a corrupt blob or a full disk stops.
-                Err(PullError::Registry(e)) if !last && (ep.mirror || e.is_not_found_or_auth() || matches!(e, RegistryError::Connect { .. })) => {
+                Err(PullError::Registry(e))
+                    if !last
+                        && (ep.mirror
+                            || e.is_not_found_or_auth()
+                            || matches!(e, RegistryError::Connect { .. })) =>
+                {
                     tracing::debug!("{reference} via {}: {e}; trying next", ep.host);
                     last_err = Some(PullError::Registry(e));
                 }
@@ -82,7 +95,10 @@ pub async fn pull(
             }
         }
     }
-    Err(last_err.unwrap_or_else(|| PullError::Other { what: parsed.reference.to_string(), message: "no registry to pull from".into() }))
+    Err(last_err.unwrap_or_else(|| PullError::Other {
+        what: parsed.reference.to_string(),
+        message: "no registry to pull from".into(),
+    }))
 }
 
 async fn pull_from(
@@ -113,20 +129,30 @@ async fn pull_from(
                 let available = if entries.is_empty() {
                     "no platforms".to_owned()
                 } else {
-                    entries.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ")
+                    entries
+                        .iter()
+                        .map(|(p, _)| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 return Err(PullError::NoPlatform { wanted, available });
             };
-            let d = Digest::try_from(desc.digest()).map_err(crate::manifest::ManifestError::from)?;
+            let d =
+                Digest::try_from(desc.digest()).map_err(crate::manifest::ManifestError::from)?;
             let bytes = if store.has_blob(&d) {
                 store.read_small_blob(&d)?
             } else {
                 client.fetch_manifest(ep, registry, &d.to_string()).await?.0
             };
             match Manifest::parse(&bytes, None)? {
-                Manifest::Image(img) => (Some((top_digest.clone(), top_bytes.clone())), d, bytes, img),
+                Manifest::Image(img) => {
+                    (Some((top_digest.clone(), top_bytes.clone())), d, bytes, img)
+                }
                 Manifest::Index(_) => {
-                    return Err(PullError::Other { what: format!("{reference}"), message: "nested image indexes are not supported".into() })
+                    return Err(PullError::Other {
+                        what: format!("{reference}"),
+                        message: "nested image indexes are not supported".into(),
+                    })
                 }
             }
         }
@@ -134,7 +160,9 @@ async fn pull_from(
     if let Some(p) = &opts.platform {
         // A single-platform manifest: check its config says what was asked for.
         if index.is_none() {
-            tracing::debug!("{reference} is a single-platform image; --platform {p} checked against its config");
+            tracing::debug!(
+                "{reference} is a single-platform image; --platform {p} checked against its config"
+            );
         }
     }
 
@@ -142,15 +170,31 @@ async fn pull_from(
     let mut blobs = vec![(image.config_digest()?, image.config().size())];
     for l in image.layers() {
         crate::manifest::layer_compression(&l.media_type().to_string())?;
-        blobs.push((Digest::try_from(l.digest()).map_err(crate::manifest::ManifestError::from)?, l.size()));
+        blobs.push((
+            Digest::try_from(l.digest()).map_err(crate::manifest::ManifestError::from)?,
+            l.size(),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     blobs.retain(|(d, _)| seen.insert(d.clone()));
-    let missing: Vec<(Digest, u64)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).cloned().collect();
+    let missing: Vec<(Digest, u64)> = blobs
+        .iter()
+        .filter(|(d, _)| !store.has_blob(d))
+        .cloned()
+        .collect();
     for (d, _) in blobs.iter().filter(|(d, _)| store.has_blob(d)) {
         progress.finish(d, true);
     }
-    let downloaded = download_all(client, store, ep, registry, &missing, opts.concurrency.max(1), progress.clone()).await?;
+    let downloaded = download_all(
+        client,
+        store,
+        ep,
+        registry,
+        &missing,
+        opts.concurrency.max(1),
+        progress.clone(),
+    )
+    .await?;
 
     if let (Some(p), None) = (&opts.platform, &index) {
         check_config_platform(store, &image.config_digest()?, p, reference)?;
@@ -164,24 +208,45 @@ async fn pull_from(
     // Record under the tag; a digest-only reference stays unnamed (dangling)
     // unless it also had a tag, as in podman.
     let name = reference.tag().map(|t| reference.with_tag(t));
-    let record = store.make_record(name.as_ref(), &manifest_digest, index_digest, Some(reference.name()))?;
+    let record = store.make_record(
+        name.as_ref(),
+        &manifest_digest,
+        index_digest,
+        Some(reference.name()),
+    )?;
     store.record_image(record.clone())?;
-    Ok(Pulled { reference: reference.clone(), record, downloaded })
+    Ok(Pulled {
+        reference: reference.clone(),
+        record,
+        downloaded,
+    })
 }
 
-fn check_config_platform(store: &Store, config: &Digest, wanted: &Platform, reference: &Reference) -> Result<(), PullError> {
-    let v: serde_json::Value = serde_json::from_slice(&store.read_small_blob(config)?)
-        .map_err(|e| PullError::Other { what: format!("config of {reference}"), message: e.to_string() })?;
+fn check_config_platform(
+    store: &Store,
+    config: &Digest,
+    wanted: &Platform,
+    reference: &Reference,
+) -> Result<(), PullError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&store.read_small_blob(config)?).map_err(|e| PullError::Other {
+            what: format!("config of {reference}"),
+            message: e.to_string(),
+        })?;
     let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     let have = Platform {
         os: get("os").unwrap_or_else(|| "linux".into()),
         architecture: get("architecture").unwrap_or_default(),
         variant: get("variant"),
     };
-    if wanted.matches(&have) || Platform::parse(&have.to_string()).is_ok_and(|h| wanted.matches(&h)) {
+    if wanted.matches(&have) || Platform::parse(&have.to_string()).is_ok_and(|h| wanted.matches(&h))
+    {
         Ok(())
     } else {
-        Err(PullError::NoPlatform { wanted: wanted.clone(), available: have.to_string() })
+        Err(PullError::NoPlatform {
+            wanted: wanted.clone(),
+            available: have.to_string(),
+        })
     }
 }
 
@@ -204,14 +269,19 @@ async fn download_all(
                 // flock may wait for another process downloading the same blob.
                 let partial = tokio::task::spawn_blocking(move || s.partial(&d))
                     .await
-                    .map_err(|e| PullError::Other { what: format!("blob {digest}"), message: e.to_string() })??;
+                    .map_err(|e| PullError::Other {
+                        what: format!("blob {digest}"),
+                        message: e.to_string(),
+                    })??;
                 let Some(partial) = partial else {
                     progress.finish(&digest, true);
                     return Ok(0usize);
                 };
                 progress.start(&digest, size, partial.len());
                 let on_bytes = |n: u64| progress.advance(&digest, n);
-                client.fetch_blob(ep, registry, &digest, size, partial, &on_bytes).await?;
+                client
+                    .fetch_blob(ep, registry, &digest, size, partial, &on_bytes)
+                    .await?;
                 progress.finish(&digest, false);
                 Ok(1usize)
             }

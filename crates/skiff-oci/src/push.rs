@@ -90,7 +90,10 @@ pub async fn push(
                     return Ok(How::Existing);
                 }
                 progress.start(&digest, size, 0);
-                let loc = match client.start_upload(ep_ref, registry, &digest, mount_ref.as_deref()).await? {
+                let loc = match client
+                    .start_upload(ep_ref, registry, &digest, mount_ref.as_deref())
+                    .await?
+                {
                     UploadStart::Mounted => {
                         progress.finish(&digest, true);
                         return Ok(How::Mounted);
@@ -99,7 +102,18 @@ pub async fn push(
                 };
                 let path = store.blob_path(&digest);
                 let on_bytes = |n: u64| progress.advance(&digest, n);
-                client.upload_blob(ep_ref, registry, loc, &digest, &path, size, opts.chunk_size, &on_bytes).await?;
+                client
+                    .upload_blob(
+                        ep_ref,
+                        registry,
+                        loc,
+                        &digest,
+                        &path,
+                        size,
+                        opts.chunk_size,
+                        &on_bytes,
+                    )
+                    .await?;
                 progress.finish(&digest, false);
                 Ok(How::Uploaded)
             }
@@ -108,9 +122,17 @@ pub async fn push(
         .try_collect()
         .await?;
 
-    let tag = dest.tag().map(str::to_owned).unwrap_or_else(|| record.digest.to_string());
-    client.put_manifest(&ep, registry, &tag, &manifest_bytes, &image.media_type).await?;
-    let mut out = Pushed { digest: Some(record.digest.clone()), ..Default::default() };
+    let tag = dest
+        .tag()
+        .map(str::to_owned)
+        .unwrap_or_else(|| record.digest.to_string());
+    client
+        .put_manifest(&ep, registry, &tag, &manifest_bytes, &image.media_type)
+        .await?;
+    let mut out = Pushed {
+        digest: Some(record.digest.clone()),
+        ..Default::default()
+    };
     for h in hows {
         match h {
             How::Existing => out.existing += 1,

@@ -30,7 +30,10 @@ pub enum ReferenceError {
 }
 
 fn invalid(input: &str, why: impl Into<String>) -> ReferenceError {
-    ReferenceError::Invalid { input: input.to_owned(), why: why.into() }
+    ReferenceError::Invalid {
+        input: input.to_owned(),
+        why: why.into(),
+    }
 }
 
 /// How a reference was written, before normalization: an unqualified name
@@ -44,7 +47,12 @@ pub struct ParsedReference {
 impl Reference {
     /// Builds a reference from parts that the caller has already validated
     /// (e.g. from the store's own index).
-    pub fn new(registry: &str, repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Self {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Self {
         Self {
             registry: registry.to_owned(),
             repository: repository.to_owned(),
@@ -102,12 +110,20 @@ impl Reference {
 
     /// The same reference with the tag replaced and no digest.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
+        Self {
+            tag: Some(tag.to_owned()),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// The same reference pinned to `digest`, without a tag.
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self { tag: None, digest: Some(digest), ..self.clone() }
+        Self {
+            tag: None,
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// The host to talk to: Docker Hub's API lives on another name than its
@@ -154,7 +170,13 @@ fn parse(input: &str) -> Result<ParsedReference, ReferenceError> {
         return Err(invalid(input, "contains whitespace or is too long"));
     }
     let (rest, digest) = match input.split_once('@') {
-        Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| invalid(input, e.to_string()))?)),
+        Some((r, d)) => (
+            r,
+            Some(
+                d.parse::<Digest>()
+                    .map_err(|e| invalid(input, e.to_string()))?,
+            ),
+        ),
         None => (input, None),
     };
     // A tag is after the last ':' that follows the last '/', so a port in the
@@ -175,7 +197,11 @@ fn parse(input: &str) -> Result<ParsedReference, ReferenceError> {
         _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned(), false),
     };
     validate_registry(input, &registry)?;
-    let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_owned() } else { registry };
+    let registry = if registry == "index.docker.io" {
+        DEFAULT_REGISTRY.to_owned()
+    } else {
+        registry
+    };
     let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
         format!("library/{repository}")
     } else {
@@ -183,14 +209,25 @@ fn parse(input: &str) -> Result<ParsedReference, ReferenceError> {
     };
     validate_repository(input, &repository)?;
     if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-        return Err(invalid(input, format!("name longer than {MAX_NAME_LEN} characters")));
+        return Err(invalid(
+            input,
+            format!("name longer than {MAX_NAME_LEN} characters"),
+        ));
     }
     let tag = match (tag, &digest) {
         (Some(t), _) => Some(t.to_owned()),
         (None, Some(_)) => None,
         (None, None) => Some(DEFAULT_TAG.to_owned()),
     };
-    Ok(ParsedReference { reference: Reference { registry, repository, tag, digest }, qualified })
+    Ok(ParsedReference {
+        reference: Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        },
+        qualified,
+    })
 }
 
 /// The first path component names a registry when it looks like a host:
@@ -202,7 +239,9 @@ fn is_registry(first: &str) -> bool {
 fn validate_registry(input: &str, reg: &str) -> Result<(), ReferenceError> {
     let (host, port) = if let Some(rest) = reg.strip_prefix('[') {
         // IPv6 literal: [::1]:5000
-        let (h, p) = rest.split_once(']').ok_or_else(|| invalid(input, "unterminated IPv6 address"))?;
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| invalid(input, "unterminated IPv6 address"))?;
         if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
             return Err(invalid(input, "bad IPv6 address"));
         }
@@ -296,9 +335,15 @@ mod tests {
     fn docker_style_normalization() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("user/app:1.0"), "docker.io/user/app:1.0");
-        assert_eq!(norm("index.docker.io/library/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(
+            norm("index.docker.io/library/alpine"),
+            "docker.io/library/alpine:latest"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
-        assert_eq!(norm("127.0.0.1:5000/test/busybox"), "127.0.0.1:5000/test/busybox:latest");
+        assert_eq!(
+            norm("127.0.0.1:5000/test/busybox"),
+            "127.0.0.1:5000/test/busybox:latest"
+        );
         assert_eq!(norm("quay.io/a/b/c:v1-rc.2"), "quay.io/a/b/c:v1-rc.2");
         assert_eq!(norm("[::1]:5000/x"), "[::1]:5000/x:latest");
     }
@@ -313,7 +358,10 @@ mod tests {
         assert_eq!(r.tag(), Some("v1"));
         assert_eq!(r.manifest_reference(), d);
         assert_eq!(r.api_host(), "host:5000");
-        assert_eq!("alpine".parse::<Reference>().unwrap().api_host(), "registry-1.docker.io");
+        assert_eq!(
+            "alpine".parse::<Reference>().unwrap().api_host(),
+            "registry-1.docker.io"
+        );
     }
 
     #[test]
@@ -321,7 +369,10 @@ mod tests {
         assert!(!Reference::parse_full("alpine").unwrap().qualified);
         assert!(!Reference::parse_full("a/b").unwrap().qualified);
         assert!(Reference::parse_full("quay.io/a/b").unwrap().qualified);
-        let r = Reference::parse_full("alpine").unwrap().reference.with_registry("quay.io");
+        let r = Reference::parse_full("alpine")
+            .unwrap()
+            .reference
+            .with_registry("quay.io");
         assert_eq!(r.to_string(), "quay.io/alpine:latest");
     }
 
@@ -344,7 +395,10 @@ mod tests {
             "a/",
             "repo:tag:tag",
         ] {
-            assert!(bad.parse::<Reference>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<Reference>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let long = format!("host/{}", "a".repeat(300));
         assert!(long.parse::<Reference>().is_err());

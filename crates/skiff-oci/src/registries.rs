@@ -11,13 +11,25 @@ use crate::reference::{Reference, DEFAULT_REGISTRY};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -73,7 +85,9 @@ impl RegistriesConf {
             Some(p) => Some(p.to_path_buf()),
             None => default_path(),
         };
-        let Some(path) = path else { return Ok(Self::default()) };
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text).map_err(|source| ConfigError::Toml { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
@@ -100,7 +114,11 @@ impl RegistriesConf {
         self.registry
             .iter()
             .filter_map(|e| {
-                let prefix = e.prefix.as_deref().filter(|p| !p.is_empty()).unwrap_or(&e.location);
+                let prefix = e
+                    .prefix
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(&e.location);
                 prefix_match(prefix, &name, reference.registry()).map(|len| (e, len))
             })
             .max_by_key(|(_, len)| *len)
@@ -118,7 +136,9 @@ impl RegistriesConf {
         }
         self.registry.iter().any(|e| {
             (e.insecure && (e.location == host || e.location.split('/').next() == Some(host)))
-                || e.mirror.iter().any(|m| m.insecure && m.location.split('/').next() == Some(host))
+                || e.mirror
+                    .iter()
+                    .any(|m| m.insecure && m.location.split('/').next() == Some(host))
         })
     }
 
@@ -153,15 +173,27 @@ impl RegistriesConf {
             .iter()
             .map(|m| {
                 let (host, repository) = split(&m.location);
-                Endpoint { insecure: m.insecure || is_loopback(&host), host, repository, mirror: true }
+                Endpoint {
+                    insecure: m.insecure || is_loopback(&host),
+                    host,
+                    repository,
+                    mirror: true,
+                }
             })
             .collect();
-        let (host, repository) = if entry.location.is_empty() || entry.prefix.as_deref().is_some_and(|p| p.starts_with("*.")) {
+        let (host, repository) = if entry.location.is_empty()
+            || entry.prefix.as_deref().is_some_and(|p| p.starts_with("*."))
+        {
             (direct_host, reference.repository().to_owned())
         } else {
             split(&entry.location)
         };
-        out.push(Endpoint { insecure: entry.insecure || is_loopback(&host), host, repository, mirror: false });
+        out.push(Endpoint {
+            insecure: entry.insecure || is_loopback(&host),
+            host,
+            repository,
+            mirror: false,
+        });
         out
     }
 }
@@ -171,12 +203,15 @@ impl RegistriesConf {
 fn prefix_match(prefix: &str, name: &str, registry: &str) -> Option<usize> {
     if let Some(domain) = prefix.strip_prefix("*.") {
         let host = registry.split(':').next().unwrap_or(registry);
-        return host.ends_with(&format!(".{domain}")).then_some(registry.len());
+        return host
+            .ends_with(&format!(".{domain}"))
+            .then_some(registry.len());
     }
     if name == prefix {
         return Some(prefix.len());
     }
-    (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'/')).then_some(prefix.len())
+    (name.starts_with(prefix) && name.as_bytes().get(prefix.len()) == Some(&b'/'))
+        .then_some(prefix.len())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -231,13 +266,30 @@ location = "other.example/relocated"
         let r: Reference = "example.com/team/app:1".parse().unwrap();
         let eps = c.pull_endpoints(&r);
         assert_eq!(eps.len(), 2);
-        assert_eq!((eps[0].host.as_str(), eps[0].repository.as_str(), eps[0].mirror), ("mirror.local:5000", "cache/team/app", true));
-        assert_eq!((eps[1].host.as_str(), eps[1].repository.as_str(), eps[1].insecure), ("example.com", "team/app", true));
+        assert_eq!(
+            (
+                eps[0].host.as_str(),
+                eps[0].repository.as_str(),
+                eps[0].mirror
+            ),
+            ("mirror.local:5000", "cache/team/app", true)
+        );
+        assert_eq!(
+            (
+                eps[1].host.as_str(),
+                eps[1].repository.as_str(),
+                eps[1].insecure
+            ),
+            ("example.com", "team/app", true)
+        );
         assert!(c.is_blocked(&"evil.example/x".parse().unwrap()));
         assert!(!c.is_blocked(&"example.com/x".parse().unwrap()));
         let r: Reference = "example.com/special/x:1".parse().unwrap();
         let eps = c.pull_endpoints(&r);
-        assert_eq!((eps[0].host.as_str(), eps[0].repository.as_str()), ("other.example", "relocated/x"));
+        assert_eq!(
+            (eps[0].host.as_str(), eps[0].repository.as_str()),
+            ("other.example", "relocated/x")
+        );
         assert!(c.is_insecure_host("127.0.0.1:5000"));
         assert!(c.is_insecure_host("localhost"));
         assert!(!c.is_insecure_host("quay.io"));
@@ -245,7 +297,13 @@ location = "other.example/relocated"
 
     #[test]
     fn prefix_must_end_on_component() {
-        assert_eq!(prefix_match("example.com/a", "example.com/ab", "example.com"), None);
-        assert_eq!(prefix_match("example.com/a", "example.com/a/b", "example.com"), Some(13));
+        assert_eq!(
+            prefix_match("example.com/a", "example.com/ab", "example.com"),
+            None
+        );
+        assert_eq!(
+            prefix_match("example.com/a", "example.com/a/b", "example.com"),
+            Some(13)
+        );
     }
 }

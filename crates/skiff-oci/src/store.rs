@@ -30,19 +30,29 @@ pub enum StoreError {
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
     #[error("blob {digest} is larger than {limit} bytes")]
     TooLarge { digest: Digest, limit: u64 },
     #[error("image index {path} is corrupt: {source}")]
-    CorruptIndex { path: PathBuf, source: serde_json::Error },
+    CorruptIndex {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One named (or dangling) image in the store.
@@ -84,7 +94,11 @@ impl ImageIndex {
     /// stays as a dangling record so that `prune` can decide about it.
     pub fn upsert(&mut self, record: ImageRecord) {
         if let Some(name) = &record.name {
-            if let Some(i) = self.images.iter().position(|r| r.name.as_ref() == Some(name)) {
+            if let Some(i) = self
+                .images
+                .iter()
+                .position(|r| r.name.as_ref() == Some(name))
+            {
                 let old = std::mem::replace(&mut self.images[i], record);
                 self.keep_dangling(old);
                 return;
@@ -97,7 +111,10 @@ impl ImageIndex {
 
     /// Removes the record named `name`; returns it.
     pub fn remove_name(&mut self, name: &str) -> Option<ImageRecord> {
-        let i = self.images.iter().position(|r| r.name.as_deref() == Some(name))?;
+        let i = self
+            .images
+            .iter()
+            .position(|r| r.name.as_deref() == Some(name))?;
         Some(self.images.remove(i))
     }
 
@@ -121,7 +138,9 @@ impl Store {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        let store = Self { root: root.to_path_buf() };
+        let store = Self {
+            root: root.to_path_buf(),
+        };
         store.clean_temp_files(false)?;
         Ok(store)
     }
@@ -144,13 +163,18 @@ impl Store {
 
     /// Size of a stored blob, if present.
     pub fn blob_size(&self, d: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(d)).ok().filter(|m| m.is_file()).map(|m| m.len())
+        std::fs::metadata(self.blob_path(d))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
         match File::open(self.blob_path(d)) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::MissingBlob(d.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::MissingBlob(d.clone()))
+            }
             Err(e) => Err(io_err(&self.blob_path(d))(e)),
         }
     }
@@ -160,13 +184,22 @@ impl Store {
     pub fn read_small_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
         let mut f = self.open_blob(d)?;
         let mut buf = Vec::new();
-        (&mut f).take(MAX_MANIFEST_SIZE + 1).read_to_end(&mut buf).map_err(io_err(&self.blob_path(d)))?;
+        (&mut f)
+            .take(MAX_MANIFEST_SIZE + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err(&self.blob_path(d)))?;
         if buf.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(StoreError::TooLarge { digest: d.clone(), limit: MAX_MANIFEST_SIZE });
+            return Err(StoreError::TooLarge {
+                digest: d.clone(),
+                limit: MAX_MANIFEST_SIZE,
+            });
         }
         let actual = Digest::of(&buf);
         if &actual != d {
-            return Err(StoreError::DigestMismatch { expected: d.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                expected: d.clone(),
+                actual,
+            });
         }
         Ok(buf)
     }
@@ -176,7 +209,10 @@ impl Store {
         let actual = Digest::of(bytes);
         if let Some(e) = expected {
             if e != &actual {
-                return Err(StoreError::DigestMismatch { expected: e.clone(), actual });
+                return Err(StoreError::DigestMismatch {
+                    expected: e.clone(),
+                    actual,
+                });
             }
         }
         if !self.has_blob(&actual) {
@@ -212,7 +248,9 @@ impl Store {
     /// another process downloads the same blob. `None` means the blob arrived
     /// in the meantime (another process finished it).
     pub fn partial(&self, digest: &Digest) -> Result<Option<Partial>, StoreError> {
-        let path = self.tmp_dir().join(format!("sha256-{}.partial", digest.hex()));
+        let path = self
+            .tmp_dir()
+            .join(format!("sha256-{}.partial", digest.hex()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -221,7 +259,8 @@ impl Store {
             .mode(0o644)
             .open(&path)
             .map_err(io_err(&path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io_err(&path)(e.into()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&path)(e.into()))?;
         if self.has_blob(digest) {
             // Another process finished it while we waited. The file at `path`
             // may already be someone else's new partial: leave it be.
@@ -245,14 +284,21 @@ impl Store {
     pub fn read_index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.index_path();
         match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::CorruptIndex { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageIndex { version: 1, images: vec![] }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|source| StoreError::CorruptIndex { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageIndex {
+                version: 1,
+                images: vec![],
+            }),
             Err(e) => Err(io_err(&path)(e)),
         }
     }
 
     /// Read-modify-write of the index under its lock.
-    pub fn update_index<T>(&self, f: impl FnOnce(&mut ImageIndex) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn update_index<T>(
+        &self,
+        f: impl FnOnce(&mut ImageIndex) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let lock_path = self.root.join("locks/index.lock");
         let _lock = FileLock::exclusive(&lock_path).map_err(io_err(&lock_path))?;
         let mut idx = self.read_index()?;
@@ -335,7 +381,11 @@ impl Store {
             for n in names {
                 if let Some(r) = idx.remove_name(n) {
                     removed.push(r);
-                } else if let Some(i) = idx.images.iter().position(|r| r.name.is_none() && &r.digest.to_string() == n) {
+                } else if let Some(i) = idx
+                    .images
+                    .iter()
+                    .position(|r| r.name.is_none() && &r.digest.to_string() == n)
+                {
                     removed.push(idx.images.remove(i));
                 }
             }
@@ -371,7 +421,9 @@ impl Store {
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let name = entry.file_name();
-            let keep = Digest::from_hex(&name.to_string_lossy()).map(|d| live.contains(&d)).unwrap_or(false);
+            let keep = Digest::from_hex(&name.to_string_lossy())
+                .map(|d| live.contains(&d))
+                .unwrap_or(false);
             if !keep {
                 bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
                 std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
@@ -418,7 +470,9 @@ impl Store {
         let mut bad = BTreeSet::new();
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
-            let Ok(d) = Digest::from_hex(&entry.file_name().to_string_lossy()) else { continue };
+            let Ok(d) = Digest::from_hex(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
             let mut f = File::open(entry.path()).map_err(io_err(&entry.path()))?;
             let mut h = Sha256::new();
             io::copy(&mut f, &mut h).map_err(io_err(&entry.path()))?;
@@ -458,16 +512,27 @@ impl BlobWriter {
     }
 
     /// Checks digest and size (when expected) and moves the blob into place.
-    pub fn commit(mut self, expected: Option<&Digest>, size: Option<u64>) -> Result<Digest, StoreError> {
+    pub fn commit(
+        mut self,
+        expected: Option<&Digest>,
+        size: Option<u64>,
+    ) -> Result<Digest, StoreError> {
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(e) = expected {
             if *e != actual {
-                return Err(StoreError::DigestMismatch { expected: e.clone(), actual });
+                return Err(StoreError::DigestMismatch {
+                    expected: e.clone(),
+                    actual,
+                });
             }
         }
         if let Some(s) = size {
             if s != self.written {
-                return Err(StoreError::SizeMismatch { digest: actual, expected: s, actual: self.written });
+                return Err(StoreError::SizeMismatch {
+                    digest: actual,
+                    expected: s,
+                    actual: self.written,
+                });
             }
         }
         self.out.flush().map_err(io_err(&self.path))?;
@@ -497,16 +562,41 @@ pub struct Partial {
     file: io::BufWriter<File>,
     hasher: Sha256,
     len: u64,
+    /// Committed or discarded: nothing left to clean up on drop.
+    finished: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // An abandoned download that got no bytes is not worth keeping.
+        if !self.finished && self.len == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Partial {
-    fn resume(store: Store, digest: Digest, path: PathBuf, mut file: File) -> Result<Self, StoreError> {
+    fn resume(
+        store: Store,
+        digest: Digest,
+        path: PathBuf,
+        mut file: File,
+    ) -> Result<Self, StoreError> {
         // Re-hash what is already there; hashing is far cheaper than re-fetching.
         let mut hasher = Sha256::new();
         file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
         let len = io::copy(&mut file, &mut hasher).map_err(io_err(&path))?;
-        let file = io::BufWriter::with_capacity(1 << 20, file);
-        Ok(Self { store, digest, path, file, hasher, len })
+        // Small enough that a killed pull keeps most of what it fetched.
+        let file = io::BufWriter::with_capacity(256 << 10, file);
+        Ok(Self {
+            store,
+            digest,
+            path,
+            file,
+            hasher,
+            len,
+            finished: false,
+        })
     }
 
     /// Bytes already downloaded.
@@ -529,10 +619,17 @@ impl Partial {
     pub fn reset(&mut self) -> Result<(), StoreError> {
         self.file.flush().map_err(io_err(&self.path))?;
         self.file.get_ref().set_len(0).map_err(io_err(&self.path))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(io_err(&self.path))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(io_err(&self.path))?;
         self.hasher = Sha256::new();
         self.len = 0;
         Ok(())
+    }
+
+    /// Whether the bytes so far hash to the expected digest.
+    pub fn matches(&self) -> bool {
+        Digest::from_hasher(self.hasher.clone()) == self.digest
     }
 
     /// Verifies and publishes the blob. On a digest mismatch the partial file
@@ -540,15 +637,21 @@ impl Partial {
     pub fn commit(mut self, size: Option<u64>) -> Result<(), StoreError> {
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         let check = if actual != self.digest {
-            Err(StoreError::DigestMismatch { expected: self.digest.clone(), actual })
+            Err(StoreError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            })
         } else {
             match size {
-                Some(s) if s != self.len => {
-                    Err(StoreError::SizeMismatch { digest: self.digest.clone(), expected: s, actual: self.len })
-                }
+                Some(s) if s != self.len => Err(StoreError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected: s,
+                    actual: self.len,
+                }),
                 _ => Ok(()),
             }
         };
+        self.finished = true;
         if let Err(e) = check {
             let _ = std::fs::remove_file(&self.path);
             return Err(e);
@@ -561,7 +664,8 @@ impl Partial {
     }
 
     /// Gives up on the download and deletes what was fetched.
-    pub fn discard(self) {
+    pub fn discard(mut self) {
+        self.finished = true;
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -577,12 +681,19 @@ mod tests {
         let d = s.put_bytes(b"hello", None).unwrap();
         assert_eq!(s.read_small_blob(&d).unwrap(), b"hello");
         let wrong = Digest::of(b"other");
-        assert!(matches!(s.put_bytes(b"hello", Some(&wrong)), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            s.put_bytes(b"hello", Some(&wrong)),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         let mut w = s.blob_writer().unwrap();
         w.write_all(b"abc").unwrap();
         assert!(w.commit(Some(&wrong), None).is_err());
         assert!(!s.has_blob(&wrong));
-        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0, "failed writer left a temp file");
+        assert_eq!(
+            std::fs::read_dir(s.tmp_dir()).unwrap().count(),
+            0,
+            "failed writer left a temp file"
+        );
     }
 
     #[test]
@@ -613,13 +724,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         std::fs::write(s.tmp_dir().join(".blob.tmp-1-0"), b"junk").unwrap();
-        std::fs::write(dir.path().join("images/.index.json.tmp-999999999-0"), b"junk").unwrap();
+        std::fs::write(
+            dir.path().join("images/.index.json.tmp-999999999-0"),
+            b"junk",
+        )
+        .unwrap();
         let d = Digest::of(b"keep");
         s.partial(&d).unwrap().unwrap().append(b"ke").unwrap();
         Store::open(dir.path()).unwrap();
-        let left: Vec<_> = std::fs::read_dir(s.tmp_dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(s.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left.len(), 1, "only the resumable partial stays: {left:?}");
-        assert!(!dir.path().join("images/.index.json.tmp-999999999-0").exists());
+        assert!(!dir
+            .path()
+            .join("images/.index.json.tmp-999999999-0")
+            .exists());
         s.prune().unwrap();
         assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }

@@ -31,13 +31,19 @@ pub fn human_size(bytes: u64) -> String {
     if u == 0 {
         format!("{bytes}B")
     } else {
-        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_owned() + UNITS[u]
+        format!("{:.3}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + UNITS[u]
     }
 }
 
 /// `3 days ago` from an RFC 3339 timestamp.
 pub fn human_ago(rfc3339: Option<&str>) -> String {
-    let Some(t) = rfc3339.and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()) else {
+    let Some(t) = rfc3339.and_then(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
         return "N/A".into();
     };
     let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds();

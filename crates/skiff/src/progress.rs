@@ -19,7 +19,11 @@ pub fn for_transfers(quiet: bool, verb: &'static str) -> Arc<dyn Progress> {
     if quiet || !std::io::stderr().is_terminal() {
         return Arc::new(skiff_oci::NoProgress);
     }
-    Arc::new(Bars { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)), bars: Mutex::default(), verb })
+    Arc::new(Bars {
+        multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+        bars: Mutex::default(),
+        verb,
+    })
 }
 
 impl Bars {
@@ -54,7 +58,10 @@ impl Progress for Bars {
     }
     fn finish(&self, d: &Digest, skipped: bool) {
         let b = self.bar(d, 0);
-        b.set_style(ProgressStyle::with_template("{prefix} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        b.set_style(
+            ProgressStyle::with_template("{prefix} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         b.finish_with_message(if skipped { "Already exists" } else { "Done" });
     }
     fn message(&self, msg: &str) {

@@ -156,13 +156,20 @@ fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let client = ctx.client()?;
     let bars = progress::for_transfers(a.quiet, "Downloading");
-    let opts = PullOptions { platform, concurrency: a.concurrency };
+    let opts = PullOptions {
+        platform,
+        concurrency: a.concurrency,
+    };
     let started = std::time::Instant::now();
     let pulled = runtime()?
         .block_on(skiff_oci::pull::pull(&client, &store, &parsed, &opts, bars))
         .with_context(|| format!("pulling {}", parsed.reference))?;
     if !a.quiet {
-        let name = pulled.record.name.clone().unwrap_or_else(|| pulled.reference.to_string());
+        let name = pulled
+            .record
+            .name
+            .clone()
+            .unwrap_or_else(|| pulled.reference.to_string());
         eprintln!(
             "Pulled {name} ({} blob{} downloaded, {}, {:.1}s)",
             pulled.downloaded,
@@ -182,13 +189,26 @@ fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<()> {
     let dest: Reference = match (&a.destination, &found.name) {
         (Some(d), _) => d.parse()?,
         (None, Some(n)) => n.clone(),
-        (None, None) => bail!("{}: give a destination name to push an image that has none", a.source),
+        (None, None) => bail!(
+            "{}: give a destination name to push an image that has none",
+            a.source
+        ),
     };
     let client = ctx.client()?;
     let bars = progress::for_transfers(a.quiet, "Uploading");
-    let opts = PushOptions { chunk_size: a.chunk_size, concurrency: 4 };
+    let opts = PushOptions {
+        chunk_size: a.chunk_size,
+        concurrency: 4,
+    };
     let pushed = runtime()?
-        .block_on(skiff_oci::push::push(&client, &store, &found.record, &dest, &opts, bars))
+        .block_on(skiff_oci::push::push(
+            &client,
+            &store,
+            &found.record,
+            &dest,
+            &opts,
+            bars,
+        ))
         .with_context(|| format!("pushing {dest}"))?;
     if !a.quiet {
         eprintln!(
@@ -220,16 +240,20 @@ fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<()> {
         .images
         .iter()
         .map(|r| {
-            let (repository, tag) = match r.name.as_deref().and_then(|n| n.parse::<Reference>().ok()) {
-                Some(n) => (n.name(), n.tag().unwrap_or("<none>").to_owned()),
-                // Pulled by digest only: show where it came from, as podman does.
-                None => (r.source.clone().unwrap_or_else(|| "<none>".to_owned()), "<none>".to_owned()),
-            };
+            let (repository, tag) =
+                match r.name.as_deref().and_then(|n| n.parse::<Reference>().ok()) {
+                    Some(n) => (n.name(), n.tag().unwrap_or("<none>").to_owned()),
+                    // Pulled by digest only: show where it came from, as podman does.
+                    None => (
+                        r.source.clone().unwrap_or_else(|| "<none>".to_owned()),
+                        "<none>".to_owned(),
+                    ),
+                };
             ImageRow {
                 name: r.name.clone(),
                 repository,
                 tag,
-                digest: r.index_digest.as_ref().unwrap_or(&r.digest).to_string(),
+                digest: r.digest.to_string(),
                 index_digest: r.index_digest.as_ref().map(|d| d.to_string()),
                 id: r.config.to_string(),
                 size: r.size,
@@ -241,7 +265,11 @@ fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<()> {
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
-            let id = if a.no_trunc { r.id.clone() } else { r.id.trim_start_matches("sha256:")[..12].to_owned() };
+            let id = if a.no_trunc {
+                r.id.clone()
+            } else {
+                r.id.trim_start_matches("sha256:")[..12].to_owned()
+            };
             if seen.insert(id.clone()) {
                 writeln!(out, "{id}")?;
             }
@@ -257,11 +285,28 @@ fn ls(ctx: &Context, a: LsArgs) -> anyhow::Result<()> {
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let d = if a.no_trunc { r.digest.clone() } else { r.digest[..19].to_owned() };
-                    vec![r.repository.clone(), r.tag.clone(), d, human_size(r.size), human_ago(r.created.as_deref())]
+                    // The digest the registry gives the tag (the index's, for a
+                    // multi-platform image), so `name@digest` finds it again.
+                    let repo_digest = r.index_digest.as_ref().unwrap_or(&r.digest);
+                    let d = if a.no_trunc {
+                        repo_digest.clone()
+                    } else {
+                        repo_digest[..19].to_owned()
+                    };
+                    vec![
+                        r.repository.clone(),
+                        r.tag.clone(),
+                        d,
+                        human_size(r.size),
+                        human_ago(r.created.as_deref()),
+                    ]
                 })
                 .collect();
-            write!(out, "{}", table(&["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"], &cells))?;
+            write!(
+                out,
+                "{}",
+                table(&["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"], &cells)
+            )?;
         }
     }
     Ok(())
@@ -271,8 +316,10 @@ fn inspect(ctx: &Context, a: InspectArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let found = resolve::find(&store.read_index()?, &ctx.registries()?, &a.reference)?;
     let r = &found.record;
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_small_blob(&r.digest)?).context("manifest")?;
-    let config: serde_json::Value = serde_json::from_slice(&store.read_small_blob(&r.config)?).context("config")?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_small_blob(&r.digest)?).context("manifest")?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_small_blob(&r.config)?).context("config")?;
     let v = serde_json::json!({
         "name": found.name.map(|n| n.to_string()).or(r.name.clone()),
         "digest": r.digest.to_string(),
@@ -296,7 +343,10 @@ fn tag(ctx: &Context, a: TagArgs) -> anyhow::Result<()> {
     if target.digest().is_some() {
         bail!("{}: a tag cannot contain a digest", a.target);
     }
-    let rec = skiff_oci::store::ImageRecord { name: Some(target.to_string()), ..found.record };
+    let rec = skiff_oci::store::ImageRecord {
+        name: Some(target.to_string()),
+        ..found.record
+    };
     store.record_image(rec)?;
     Ok(())
 }
@@ -312,7 +362,12 @@ fn rm(ctx: &Context, a: RmArgs) -> anyhow::Result<()> {
             Some(n) => names.push(n.to_string()),
             // By ID or digest: every name of that image, and the image itself.
             None => {
-                names.extend(idx.images.iter().filter(|x| x.digest == found.record.digest).filter_map(|x| x.name.clone()));
+                names.extend(
+                    idx.images
+                        .iter()
+                        .filter(|x| x.digest == found.record.digest)
+                        .filter_map(|x| x.name.clone()),
+                );
                 names.push(found.record.digest.to_string());
             }
         }
@@ -330,7 +385,11 @@ fn rm(ctx: &Context, a: RmArgs) -> anyhow::Result<()> {
 fn prune(ctx: &Context) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let (n, bytes) = store.prune()?;
-    println!("Deleted {n} blob{}, reclaimed {}", if n == 1 { "" } else { "s" }, human_size(bytes));
+    println!(
+        "Deleted {n} blob{}, reclaimed {}",
+        if n == 1 { "" } else { "s" },
+        human_size(bytes)
+    );
     Ok(())
 }
 
@@ -338,12 +397,19 @@ fn save(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let conf = ctx.registries()?;
     let idx = store.read_index()?;
-    let found: Vec<resolve::Found> = a.references.iter().map(|r| resolve::find(&idx, &conf, r)).collect::<Result<_, _>>()?;
+    let found: Vec<resolve::Found> = a
+        .references
+        .iter()
+        .map(|r| resolve::find(&idx, &conf, r))
+        .collect::<Result<_, _>>()?;
     let items: Vec<archive::SaveItem<'_>> = found
         .iter()
         .map(|f| archive::SaveItem {
             record: &f.record,
-            name: f.name.clone().or_else(|| f.record.name.as_deref().and_then(|n| n.parse().ok())),
+            name: f
+                .name
+                .clone()
+                .or_else(|| f.record.name.as_deref().and_then(|n| n.parse().ok())),
         })
         .collect();
     match &a.output {
@@ -351,15 +417,19 @@ fn save(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
             // Write beside the target and rename, so a failed save leaves no half file.
             let tmp = path.with_file_name(format!(
                 ".{}.skiff-tmp-{}",
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 std::process::id()
             ));
             let result = (|| -> anyhow::Result<()> {
-                let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let f = std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
                 archive::save(&store, &items, a.format, &mut w)?;
                 w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 Ok(())
             })();
             if result.is_err() {
@@ -383,7 +453,9 @@ fn save(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
 fn load(ctx: &Context, a: LoadArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let input: Box<dyn Read> = match &a.input {
-        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+        Some(p) => {
+            Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?)
+        }
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("no archive on standard input: use -i FILE or pipe one in");
@@ -391,7 +463,10 @@ fn load(ctx: &Context, a: LoadArgs) -> anyhow::Result<()> {
             Box::new(std::io::stdin().lock())
         }
     };
-    let what = a.input.as_ref().map_or_else(|| "standard input".to_owned(), |p| p.display().to_string());
+    let what = a
+        .input
+        .as_ref()
+        .map_or_else(|| "standard input".to_owned(), |p| p.display().to_string());
     let loaded = archive::load(&store, input).with_context(|| format!("loading {what}"))?;
     for r in &loaded.images {
         match &r.name {

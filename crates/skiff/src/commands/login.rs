@@ -35,21 +35,34 @@ pub struct LogoutArgs {
 
 fn registry_name(r: Option<String>) -> anyhow::Result<String> {
     let r = r.unwrap_or_else(|| "docker.io".to_owned());
-    let r = r.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let r = r
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     if r.is_empty() || r.contains('/') || r.contains(char::is_whitespace) {
         bail!("{r:?} is not a registry host (expected host[:port])");
     }
-    Ok(if r == "index.docker.io" { "docker.io".to_owned() } else { r })
+    Ok(if r == "index.docker.io" {
+        "docker.io".to_owned()
+    } else {
+        r
+    })
 }
 
 pub fn login(ctx: &Context, a: LoginArgs) -> anyhow::Result<()> {
     let registry = registry_name(a.registry)?;
-    let Some(username) = a.username else { bail!("give a user name with -u") };
+    let Some(username) = a.username else {
+        bail!("give a user name with -u")
+    };
     let password = match (a.password, a.password_stdin) {
         (Some(p), _) => p,
         (None, true) => {
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
             line.trim_end_matches(['\n', '\r']).to_owned()
         }
         (None, false) => {
@@ -72,7 +85,9 @@ pub fn login(ctx: &Context, a: LoginArgs) -> anyhow::Result<()> {
         mirror: false,
     };
     client.set_credentials(&host, Some(creds.clone()));
-    runtime()?.block_on(client.ping(&ep, &registry)).with_context(|| format!("logging in to {registry}"))?;
+    runtime()?
+        .block_on(client.ping(&ep, &registry))
+        .with_context(|| format!("logging in to {registry}"))?;
     let path = a.authfile.unwrap_or_else(auth::default_write_path);
     let mut file = AuthFile::read(&path)?;
     file.set(&registry, &creds);
@@ -86,7 +101,10 @@ pub fn logout(_ctx: &Context, a: LogoutArgs) -> anyhow::Result<()> {
     let path = a.authfile.unwrap_or_else(auth::default_write_path);
     let mut file = AuthFile::read(&path)?;
     if !file.remove(&registry) {
-        bail!("not logged in to {registry} (no credentials in {})", path.display());
+        bail!(
+            "not logged in to {registry} (no credentials in {})",
+            path.display()
+        );
     }
     file.write(&path)?;
     println!("Removed login credentials for {registry}");

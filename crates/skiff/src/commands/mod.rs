@@ -23,7 +23,9 @@ impl Context {
             None => {
                 let base = std::env::var_os("XDG_DATA_HOME")
                     .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
+                    })
                     .context("cannot choose a store directory: set --root or SKIFF_ROOT")?;
                 base.join("skiff")
             }
@@ -32,7 +34,8 @@ impl Context {
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {
-        Store::open(&self.root).with_context(|| format!("opening the store at {}", self.root.display()))
+        Store::open(&self.root)
+            .with_context(|| format!("opening the store at {}", self.root.display()))
     }
 
     pub fn registries(&self) -> anyhow::Result<RegistriesConf> {
@@ -40,11 +43,17 @@ impl Context {
     }
 
     pub fn client(&self) -> anyhow::Result<RegistryClient> {
-        Ok(RegistryClient::new(self.registries()?, Box::new(|reg| skiff_oci::auth::lookup(reg))))
+        Ok(RegistryClient::new(
+            self.registries()?,
+            Box::new(|reg| skiff_oci::auth::lookup(reg)),
+        ))
     }
 }
 
 /// A runtime for the network commands; two workers suffice for I/O waits.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }

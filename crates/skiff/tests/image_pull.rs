@@ -1,0 +1,422 @@
+//! `skiff image pull` (and `ls`, `inspect`) against a real registry: multi-layer
+//! images, digests, re-pulls, multi-platform indexes, Basic and Bearer auth, `login` /
+//! `logout`, concurrent pulls.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// A registry holding the `latest` fixture as `test/busybox:latest`.
+fn registry_with_busybox() -> (Registry, String) {
+    let reg = Registry::start(RegistryOpts::default());
+    let reference = reg.push_fixture("latest", "test/busybox", "latest");
+    (reg, reference)
+}
+
+#[test]
+fn pull_multilayer_image_then_ls_and_inspect() {
+    let (reg, reference) = registry_with_busybox();
+    let f = fixtures().image("latest");
+    let expected = skopeo_digest(&reference, None);
+    assert_eq!(expected, f.digest, "skopeo sees the fixture's digest");
+
+    let s = Skiff::new();
+    let out = s.ok(&["image", "pull", &reference]);
+    assert_eq!(
+        out.last_line(),
+        expected,
+        "pull prints the manifest digest last"
+    );
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "no terminal escapes when stderr is not a TTY:\n{}",
+        out.stderr
+    );
+    assert_image_complete(s.root(), &expected);
+    for d in f.all_blobs() {
+        assert!(s.blobs().contains(&d), "blob {d} missing after pull");
+    }
+    s.assert_consistent();
+
+    // ls --format json
+    let imgs = s.images();
+    assert_eq!(imgs.len(), 1, "{imgs:#?}");
+    let img = &imgs[0];
+    assert_eq!(img["name"], reference.as_str());
+    assert_eq!(
+        img["repository"],
+        format!("{}/test/busybox", reg.host()).as_str()
+    );
+    assert_eq!(img["tag"], "latest");
+    assert_eq!(img["digest"], expected.as_str());
+    assert_eq!(img["id"], f.config_digest.as_str());
+    let size = img["size"].as_u64().expect("size is a number of bytes");
+    let layers: u64 = f.layers.iter().map(|l| l.1).sum();
+    assert!(
+        size >= layers,
+        "size {size} is less than the layers' {layers} bytes"
+    );
+    assert!(
+        size < layers * 3,
+        "size {size} is implausibly large (layers: {layers} bytes)"
+    );
+    assert!(
+        img.get("created").is_some(),
+        "ls json lacks `created`: {img}"
+    );
+
+    // ls (table)
+    let table = s.ok(&["image", "ls"]).stdout;
+    let header = table.lines().next().unwrap_or("");
+    for col in ["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"] {
+        assert!(header.contains(col), "table header lacks {col}: {header:?}");
+    }
+    let repo = format!("{}/test/busybox", reg.host());
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .any(|l| l.contains(&repo) && l.contains("latest")),
+        "table lacks the image:\n{table}"
+    );
+
+    // ls -q: one line per image
+    let q = s.ok(&["image", "ls", "-q"]).stdout;
+    assert_eq!(
+        q.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "ls -q:\n{q}"
+    );
+
+    // inspect
+    let v = s.inspect(&reference);
+    assert_eq!(v["name"], reference.as_str());
+    assert_eq!(v["digest"], expected.as_str());
+    assert_eq!(
+        v["manifest"], f.manifest,
+        "inspect shows the registry's manifest"
+    );
+    assert_eq!(v["config"], f.config, "inspect shows the image config");
+    assert_eq!(v["config"]["architecture"], "amd64");
+    assert_eq!(v["manifest"]["layers"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn pull_by_digest() {
+    let (reg, _) = registry_with_busybox();
+    let f = fixtures().image("latest");
+    let by_digest = format!("{}/test/busybox@{}", reg.host(), f.digest);
+    let s = Skiff::new();
+    let out = s.ok(&["image", "pull", "-q", &by_digest]);
+    assert_eq!(
+        out.stdout.trim(),
+        f.digest,
+        "pull -q prints only the digest"
+    );
+    assert_image_complete(s.root(), &f.digest);
+    s.assert_consistent();
+    assert!(
+        s.images().iter().any(|i| i["digest"] == f.digest.as_str()),
+        "ls lacks the image pulled by digest: {:#?}",
+        s.images()
+    );
+    let v = s.inspect(&by_digest);
+    assert_eq!(v["digest"], f.digest.as_str());
+    assert_eq!(v["config"], f.config);
+}
+
+#[test]
+fn pull_via_localhost_name() {
+    let (reg, _) = registry_with_busybox();
+    let reference = format!("localhost:{}/test/busybox:latest", reg.port);
+    let s = Skiff::new();
+    assert_eq!(s.pull_ok(&reference), fixtures().image("latest").digest);
+    assert!(s.image_named(&reference).is_some(), "{:#?}", s.images());
+}
+
+#[test]
+fn second_pull_fetches_no_blobs() {
+    let (reg, _) = registry_with_busybox();
+    let proxy = Proxy::start(&reg, Mode::Normal);
+    let f = fixtures().image("latest");
+    let via = format!("{}/test/busybox:latest", proxy.host());
+    let s = Skiff::new();
+    assert_eq!(s.pull_ok(&via), f.digest);
+    for d in f.fetched_blobs() {
+        let n = proxy.count(|r| r.is_blob_get() && r.blob_digest() == Some(d.as_str()));
+        assert_eq!(
+            n,
+            1,
+            "blob {d} fetched {n} times on the first pull:\n{}",
+            proxy.dump()
+        );
+    }
+
+    proxy.reset();
+    assert_eq!(s.pull_ok(&via), f.digest);
+    let gets = proxy.blob_gets();
+    assert!(
+        gets.is_empty(),
+        "the second pull fetched blobs again:\n{}",
+        proxy.dump()
+    );
+    assert_image_complete(s.root(), &f.digest);
+    s.assert_consistent();
+    assert_eq!(s.images().len(), 1);
+}
+
+#[test]
+fn multi_platform_index_selects_the_platform() {
+    let reg = Registry::start(RegistryOpts::default());
+    let m = reg.push_multiarch("test/multi");
+    let host_digest = match host_platform() {
+        "linux/amd64" => &m.amd64_digest,
+        _ => &m.arm64_digest,
+    };
+
+    // Default: the host platform.
+    let s = Skiff::new();
+    assert_eq!(
+        &s.pull_ok(&m.reference),
+        host_digest,
+        "default platform ({})",
+        host_platform()
+    );
+    assert_image_complete(s.root(), host_digest);
+    let img = s
+        .image_named(&m.reference)
+        .expect("pulled index is listed by name");
+    // `ls` may show either the platform manifest's digest or the index's (what the
+    // registry reports for the tag, as podman does); `inspect` shows the manifest's.
+    assert!(
+        img["digest"] == host_digest.as_str() || img["digest"] == m.index_digest.as_str(),
+        "ls digest {} is neither the manifest {host_digest} nor the index {}",
+        img["digest"],
+        m.index_digest
+    );
+    assert_eq!(s.inspect(&m.reference)["digest"], host_digest.as_str());
+    s.assert_consistent();
+
+    // Explicit platforms.
+    for platform in ["linux/arm64", "linux/arm64/v8"] {
+        let s = Skiff::new();
+        let out = s.ok(&["image", "pull", "--platform", platform, &m.reference]);
+        assert_eq!(out.last_line(), m.arm64_digest, "--platform {platform}");
+        let v = s.inspect(&m.reference);
+        assert_eq!(v["digest"], m.arm64_digest.as_str());
+        assert_eq!(v["config"]["architecture"], "arm64");
+        assert_image_complete(s.root(), &m.arm64_digest);
+        s.assert_consistent();
+    }
+    let s = Skiff::new();
+    let out = s.ok(&["image", "pull", "--platform", "linux/amd64", &m.reference]);
+    assert_eq!(out.last_line(), m.amd64_digest);
+
+    // By the index digest.
+    let s = Skiff::new();
+    let by_digest = format!("{}/test/multi@{}", reg.host(), m.index_digest);
+    let out = s.ok(&["image", "pull", "--platform", "linux/arm64", &by_digest]);
+    assert_eq!(out.last_line(), m.arm64_digest);
+
+    // No match: the error lists what the index has.
+    let s = Skiff::new();
+    let out = s.run(&["image", "pull", "--platform", "linux/s390x", &m.reference]);
+    out.assert_clean_error(&["linux/s390x", "linux/amd64", "linux/arm64"]);
+    assert!(s.images().is_empty());
+    assert!(
+        s.blobs()
+            .iter()
+            .all(|b| !fixtures().image("latest").fetched_blobs().contains(b)),
+        "no layers should be downloaded for a platform that does not exist"
+    );
+    s.assert_consistent();
+}
+
+fn auth_json(s: &Skiff) -> Value {
+    serde_json::from_slice(&std::fs::read(s.auth_file()).expect("auth file written"))
+        .expect("auth file is JSON")
+}
+
+#[test]
+fn basic_auth_login_pull_logout() {
+    let reg = Registry::start(RegistryOpts::with_auth());
+    let reference = reg.push_fixture("latest", "test/busybox", "latest");
+    let extra = reg.push_fixture("extra", "test/busybox", "extra");
+    let f = fixtures().image("latest");
+    let host = reg.host();
+    let s = Skiff::new();
+
+    // Anonymous: refused, cleanly, nothing stored.
+    let out = s.pull(&reference);
+    out.assert_clean_error_any(
+        &["test/busybox"],
+        &["401", "unauthorized", "auth", "credential", "denied"],
+    );
+    assert!(s.images().is_empty());
+    assert!(
+        s.blobs().is_empty(),
+        "failed pull stored blobs: {:?}",
+        s.blobs()
+    );
+
+    // Wrong password: login fails and stores nothing for the host.
+    let out = s.run_with_stdin(
+        &["login", &host, "-u", USER, "--password-stdin"],
+        Some(b"wrong\n".to_vec()),
+    );
+    out.assert_clean_error(&[&host]);
+    if s.auth_file().exists() {
+        assert!(
+            auth_json(&s)["auths"].get(&host).is_none(),
+            "bad credentials were saved"
+        );
+    }
+
+    // Right password.
+    let out = s.run_with_stdin(
+        &["login", &host, "-u", USER, "--password-stdin"],
+        Some(format!("{PASS}\n").into_bytes()),
+    );
+    out.assert_success();
+    let auth = auth_json(&s);
+    assert_eq!(
+        auth["auths"][&host]["auth"],
+        base64_encode(format!("{USER}:{PASS}").as_bytes()).as_str(),
+        "auth.json: {auth}"
+    );
+    assert_eq!(s.pull_ok(&reference), f.digest);
+    assert_image_complete(s.root(), &f.digest);
+
+    // Logout: the entry goes, and pulls fail again.
+    s.ok(&["logout", &host]);
+    if s.auth_file().exists() {
+        assert!(
+            auth_json(&s)["auths"].get(&host).is_none(),
+            "logout left the entry"
+        );
+    }
+    let out = s.pull(&extra);
+    out.assert_clean_error(&["test/busybox"]);
+    assert!(s.image_named(&extra).is_none());
+    s.assert_consistent();
+}
+
+#[test]
+fn bearer_token_flow_reuses_tokens() {
+    let (reg, _) = registry_with_busybox();
+    let proxy = Proxy::start(&reg, Mode::Bearer);
+    let f = fixtures().image("latest");
+    let via = format!("{}/test/busybox:latest", proxy.host());
+    let s = Skiff::new();
+
+    // No credentials: the token endpoint refuses.
+    s.pull(&via).assert_clean_error(&["test/busybox"]);
+    assert!(s.blobs().is_empty());
+
+    s.write_auth(&proxy.host(), USER, PASS);
+    proxy.reset();
+    assert_eq!(s.pull_ok(&via), f.digest);
+    assert_image_complete(s.root(), &f.digest);
+    s.assert_consistent();
+
+    let tokens = proxy.token_requests();
+    let blob_gets = proxy.blob_gets();
+    assert_eq!(blob_gets.len(), f.fetched_blobs().len(), "{}", proxy.dump());
+    assert!(
+        blob_gets.iter().all(|r| r.status == 200),
+        "{}",
+        proxy.dump()
+    );
+    assert!(
+        !tokens.is_empty(),
+        "no token was requested:\n{}",
+        proxy.dump()
+    );
+    assert!(
+        tokens.len() <= 2,
+        "{} token requests for one pull of {} blobs (tokens should be reused):\n{}",
+        tokens.len(),
+        blob_gets.len(),
+        proxy.dump()
+    );
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.query.contains("repository%3Atest%2Fbusybox%3Apull")
+                || t.query.contains("repository:test/busybox:pull")),
+        "token requests lack the pull scope:\n{}",
+        proxy.dump()
+    );
+    // Re-pull with the cached token: no new blobs, at most one more token.
+    proxy.reset();
+    assert_eq!(s.pull_ok(&via), f.digest);
+    assert!(proxy.blob_gets().is_empty());
+    assert!(proxy.token_requests().len() <= 1, "{}", proxy.dump());
+}
+
+#[test]
+fn login_against_bearer_registry() {
+    let (reg, _) = registry_with_busybox();
+    let proxy = Proxy::start(&reg, Mode::Bearer);
+    let host = proxy.host();
+    let s = Skiff::new();
+    s.run_with_stdin(
+        &["login", &host, "-u", USER, "--password-stdin"],
+        Some(b"nope\n".to_vec()),
+    )
+    .assert_clean_error(&[&host]);
+    s.run_with_stdin(
+        &["login", &host, "-u", USER, "--password-stdin"],
+        Some(format!("{PASS}\n").into_bytes()),
+    )
+    .assert_success();
+    assert!(
+        !proxy.token_requests().is_empty(),
+        "login did not verify via the token endpoint"
+    );
+    assert_eq!(
+        s.pull_ok(&format!("{host}/test/busybox:latest")),
+        fixtures().image("latest").digest
+    );
+}
+
+#[test]
+fn concurrent_pulls_share_downloads() {
+    let (reg, _) = registry_with_busybox();
+    // Slow enough that the two pulls overlap.
+    let proxy = Proxy::start(
+        &reg,
+        Mode::Slow {
+            bytes_per_sec: 2_000_000,
+        },
+    );
+    let f = fixtures().image("latest");
+    let via = format!("{}/test/busybox:latest", proxy.host());
+    let s = Skiff::new();
+    let a = s.spawn(&["image", "pull", &via]);
+    let b = s.spawn(&["image", "pull", &via]);
+    let a = a.wait(SKIFF_TIMEOUT);
+    let b = b.wait(SKIFF_TIMEOUT);
+    a.assert_success();
+    b.assert_success();
+    assert_eq!(a.last_line(), f.digest);
+    assert_eq!(b.last_line(), f.digest);
+    for d in f.fetched_blobs() {
+        let n = proxy.count(|r| r.is_blob_get() && r.blob_digest() == Some(d.as_str()));
+        assert!(
+            n <= 1,
+            "blob {d} was downloaded {n} times by two concurrent pulls:\n{}",
+            proxy.dump()
+        );
+    }
+    assert_image_complete(s.root(), &f.digest);
+    s.assert_consistent();
+    let imgs = s.images();
+    assert_eq!(imgs.len(), 1, "{imgs:#?}");
+    assert_eq!(imgs[0]["name"], via.as_str());
+    // And a third pull, for good measure, fetches nothing.
+    proxy.reset();
+    s.pull_ok(&via);
+    assert!(proxy.blob_gets().is_empty());
+}

@@ -49,8 +49,9 @@ pub struct RegistryEntry {
     pub prefix: Option<String>,
     #[serde(default)]
     pub location: String,
+    /// Unset: secure, except loopback hosts (as in docker).
     #[serde(default)]
-    pub insecure: bool,
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub blocked: bool,
     #[serde(default)]
@@ -62,7 +63,7 @@ pub struct RegistryEntry {
 pub struct MirrorEntry {
     pub location: String,
     #[serde(default)]
-    pub insecure: bool,
+    pub insecure: Option<bool>,
 }
 
 /// One place to try a pull from: the registry itself or one of its mirrors.
@@ -128,18 +129,20 @@ impl RegistriesConf {
         self.entry_for(reference).is_some_and(|(e, _)| e.blocked)
     }
 
-    /// Whether `host` may be spoken to over plain HTTP or unverified TLS.
-    /// Loopback hosts are insecure by default, as in docker.
+    /// Whether `host` may be spoken to over plain HTTP or unverified TLS: as
+    /// registries.conf says for it, else only loopback hosts (as in docker).
     pub fn is_insecure_host(&self, host: &str) -> bool {
-        if is_loopback(host) {
-            return true;
-        }
-        self.registry.iter().any(|e| {
-            (e.insecure && (e.location == host || e.location.split('/').next() == Some(host)))
-                || e.mirror
-                    .iter()
-                    .any(|m| m.insecure && m.location.split('/').next() == Some(host))
-        })
+        let loc_host = |loc: &str| loc.split('/').next() == Some(host);
+        let explicit = self.registry.iter().find_map(|e| {
+            if loc_host(&e.location) && e.insecure.is_some() {
+                return e.insecure;
+            }
+            e.mirror
+                .iter()
+                .find(|m| loc_host(&m.location))
+                .and_then(|m| m.insecure)
+        });
+        explicit.unwrap_or_else(|| is_loopback(host))
     }
 
     /// The endpoints to pull `reference` from: mirrors first, then the
@@ -174,7 +177,7 @@ impl RegistriesConf {
             .map(|m| {
                 let (host, repository) = split(&m.location);
                 Endpoint {
-                    insecure: m.insecure || is_loopback(&host),
+                    insecure: m.insecure.unwrap_or_else(|| self.is_insecure_host(&host)),
                     host,
                     repository,
                     mirror: true,
@@ -189,7 +192,9 @@ impl RegistriesConf {
             split(&entry.location)
         };
         out.push(Endpoint {
-            insecure: entry.insecure || is_loopback(&host),
+            insecure: entry
+                .insecure
+                .unwrap_or_else(|| self.is_insecure_host(&host)),
             host,
             repository,
             mirror: false,
@@ -293,6 +298,12 @@ location = "other.example/relocated"
         assert!(c.is_insecure_host("127.0.0.1:5000"));
         assert!(c.is_insecure_host("localhost"));
         assert!(!c.is_insecure_host("quay.io"));
+        let strict = RegistriesConf::parse(
+            "[[registry]]\nlocation = \"127.0.0.1:5000\"\ninsecure = false\n",
+        )
+        .unwrap();
+        assert!(!strict.is_insecure_host("127.0.0.1:5000"));
+        assert!(strict.is_insecure_host("127.0.0.1:5001"));
     }
 
     #[test]

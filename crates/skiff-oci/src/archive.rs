@@ -516,7 +516,7 @@ impl LoadCtx<'_> {
             let d = Digest::try_from(desc.digest()).map_err(manifest::ManifestError::from)?;
             let bytes = self.small(&format!("blobs/sha256/{}", d.hex()))?;
             let (md, index_digest) =
-                match Manifest::parse(&bytes, Some(&desc.media_type().to_string()))? {
+                match Manifest::parse(&bytes, Some(desc.media_type().as_ref()))? {
                     Manifest::Image(_) => (d, None),
                     Manifest::Index(idx) => {
                         let host = Platform::host();

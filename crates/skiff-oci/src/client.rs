@@ -127,6 +127,13 @@ pub enum UploadStart {
     Location(String),
 }
 
+/// A stored blob to upload.
+pub struct BlobFile<'a> {
+    pub digest: &'a Digest,
+    pub path: &'a std::path::Path,
+    pub size: u64,
+}
+
 /// The actions a request needs, for the token scope.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -548,7 +555,7 @@ impl RegistryClient {
         let mut failures = 0;
         // Bytes left by an earlier, interrupted pull are trusted only until the
         // digest check: if it fails, they may be the bad part, so fetch it all again once.
-        let mut resumed = partial.len() > 0;
+        let mut resumed = !partial.is_empty();
         loop {
             if partial.len() == size && !partial.matches() && resumed {
                 tracing::debug!(host = %ep.host, "{what}: resumed download failed verification; fetching it whole");
@@ -691,12 +698,11 @@ impl RegistryClient {
         ep: &Endpoint,
         registry: &str,
         location: String,
-        digest: &Digest,
-        path: &std::path::Path,
-        size: u64,
+        blob: BlobFile<'_>,
         chunk_size: Option<u64>,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
+        let BlobFile { digest, path, size } = blob;
         let scopes = [scope(&ep.repository, Access::Push)];
         let what = format!("upload of {digest}");
         let mut location = location;

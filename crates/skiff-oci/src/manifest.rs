@@ -43,6 +43,7 @@ pub enum ManifestError {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // parsed once per pull; boxing buys nothing
 pub enum Manifest {
     Image(ImageManifestDoc),
     Index(IndexDoc),

@@ -169,7 +169,7 @@ async fn pull_from(
     // Config and layers, skipping what the store has.
     let mut blobs = vec![(image.config_digest()?, image.config().size())];
     for l in image.layers() {
-        crate::manifest::layer_compression(&l.media_type().to_string())?;
+        crate::manifest::layer_compression(l.media_type().as_ref())?;
         blobs.push((
             Digest::try_from(l.digest()).map_err(crate::manifest::ManifestError::from)?,
             l.size(),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::client::{RegistryClient, RegistryError, UploadStart};
+use crate::client::{BlobFile, RegistryClient, RegistryError, UploadStart};
 use crate::digest::Digest;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -107,9 +107,11 @@ pub async fn push(
                         ep_ref,
                         registry,
                         loc,
-                        &digest,
-                        &path,
-                        size,
+                        BlobFile {
+                            digest: &digest,
+                            path: &path,
+                            size,
+                        },
                         opts.chunk_size,
                         &on_bytes,
                     )

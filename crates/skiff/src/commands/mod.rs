@@ -45,7 +45,7 @@ impl Context {
     pub fn client(&self) -> anyhow::Result<RegistryClient> {
         Ok(RegistryClient::new(
             self.registries()?,
-            Box::new(|reg| skiff_oci::auth::lookup(reg)),
+            Box::new(skiff_oci::auth::lookup),
         ))
     }
 }

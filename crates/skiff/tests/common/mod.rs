@@ -316,13 +316,117 @@ fn free_port() -> u16 {
 pub struct RegistryOpts {
     /// Enable htpasswd (Basic) auth with these credentials.
     pub auth: Option<(String, String)>,
+    /// Serve HTTPS (only) with this certificate.
+    pub tls: Option<RegistryTls>,
+}
+
+/// The registry's TLS files (see [`TestCerts`]).
+#[derive(Debug, Clone)]
+pub struct RegistryTls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signed `cert`: the harness's own skopeo calls verify the server
+    /// against it (so a broken test certificate fails here, not in skiff).
+    pub ca: PathBuf,
 }
 
 impl RegistryOpts {
     pub fn with_auth() -> Self {
         RegistryOpts {
             auth: Some((USER.to_string(), PASS.to_string())),
+            ..Default::default()
         }
+    }
+
+    /// HTTPS with the server certificate of `certs`.
+    pub fn with_tls(certs: &TestCerts) -> Self {
+        RegistryOpts {
+            tls: Some(certs.registry_tls()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A throwaway CA and a server certificate it signed for `127.0.0.1` and `localhost`
+/// (subjectAltName IP:127.0.0.1, DNS:localhost), made with the `openssl` CLI.
+pub struct TestCerts {
+    dir: TempDir,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        let dir = tempdir();
+        let d = dir.path();
+        let p = |name: &str| d.join(name).display().to_string();
+        // P-256 keys: quick to make, accepted by Go (the registry, skopeo) and rustls.
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        run_tool(
+            Command::new("openssl")
+                .args(["req", "-x509"])
+                .args(ec)
+                .args(["-keyout", &p("ca.key"), "-out", &p("ca.crt")])
+                .args(["-days", "2", "-subj", "/CN=skiff integration-test CA"])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+        );
+        run_tool(
+            Command::new("openssl")
+                .arg("req")
+                .args(ec)
+                .args(["-keyout", &p("server.key"), "-out", &p("server.csr")])
+                .args(["-subj", "/CN=127.0.0.1"]),
+        );
+        fs::write(
+            d.join("server.ext"),
+            "basicConstraints = critical,CA:FALSE
+             keyUsage = critical,digitalSignature,keyEncipherment
+             extendedKeyUsage = serverAuth
+             subjectAltName = IP:127.0.0.1,DNS:localhost
+             subjectKeyIdentifier = hash
+             authorityKeyIdentifier = keyid,issuer
+",
+        )
+        .unwrap();
+        run_tool(
+            Command::new("openssl")
+                .args(["x509", "-req", "-in", &p("server.csr")])
+                .args(["-CA", &p("ca.crt"), "-CAkey", &p("ca.key")])
+                .args(["-CAcreateserial", "-CAserial", &p("ca.srl")])
+                .args(["-days", "2", "-extfile", &p("server.ext")])
+                .args(["-out", &p("server.crt")]),
+        );
+        TestCerts { dir }
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    pub fn registry_tls(&self) -> RegistryTls {
+        RegistryTls {
+            cert: self.server_cert(),
+            key: self.server_key(),
+            ca: self.ca_cert(),
+        }
+    }
+
+    /// Makes a containers-certs.d(5) style tree under `parent`: `parent/<host>/ca.crt`
+    /// holding this CA; returns `parent`.
+    pub fn write_certs_d(&self, parent: &Path, host: &str) -> PathBuf {
+        let d = parent.join(host);
+        fs::create_dir_all(&d).unwrap();
+        fs::copy(self.ca_cert(), d.join("ca.crt")).unwrap();
+        parent.to_path_buf()
     }
 }
 
@@ -330,6 +434,8 @@ impl RegistryOpts {
 pub struct Registry {
     pub port: u16,
     pub auth: Option<(String, String)>,
+    /// Set when the registry serves HTTPS only.
+    pub tls: Option<RegistryTls>,
     child: Child,
     dir: TempDir,
 }
@@ -366,12 +472,21 @@ impl Registry {
                 htpasswd.display()
             );
         }
+        let tls_section = match &opts.tls {
+            Some(t) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert.display(),
+                t.key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: skiff-integration-test-secret\n\
+             {tls_section}\
              {auth_section}",
             data = data.display(),
         );
@@ -411,6 +526,14 @@ impl Registry {
                     if resp.status == 200 || resp.status == 401 {
                         break;
                     }
+                    // An HTTPS-only server answers plain HTTP like this (Go's net/http);
+                    // skopeo's verified push of the fixtures then checks TLS for real.
+                    if opts.tls.is_some()
+                        && resp.status == 400
+                        && resp.text().contains("HTTP request to an HTTPS server")
+                    {
+                        break;
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -426,6 +549,7 @@ impl Registry {
         Ok(Registry {
             port,
             auth: opts.auth.clone(),
+            tls: opts.tls.clone(),
             child,
             dir,
         })
@@ -445,6 +569,7 @@ impl Registry {
     }
 
     /// A raw request to the registry, with Basic auth when the registry requires it.
+    /// Plain HTTP only (not for a registry started with TLS).
     pub fn request(
         &self,
         method: &str,
@@ -452,6 +577,10 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpResponse {
+        assert!(
+            self.tls.is_none(),
+            "Registry::request speaks plain HTTP; this registry serves HTTPS only"
+        );
         let auth = self.auth.as_ref().map(|(u, p)| basic_auth_value(u, p));
         let mut hs: Vec<(&str, &str)> = headers.to_vec();
         if let Some(a) = &auth {
@@ -467,8 +596,22 @@ impl Registry {
         let f = fixtures();
         let dest = format!("{}/{repo}:{tag}", self.host());
         let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"])
-            .arg("--dest-tls-verify=false");
+        cmd.args(["--insecure-policy", "copy", "--quiet", "--preserve-digests"]);
+        match &self.tls {
+            // Verified TLS against the test CA: proves the certificate is good for
+            // 127.0.0.1 to an independent client.
+            Some(t) => {
+                let cert_dir = self.dir.path().join("skopeo-certs");
+                fs::create_dir_all(&cert_dir).unwrap();
+                fs::copy(&t.ca, cert_dir.join("ca.crt")).unwrap();
+                cmd.arg("--dest-tls-verify=true")
+                    .arg("--dest-cert-dir")
+                    .arg(&cert_dir);
+            }
+            None => {
+                cmd.arg("--dest-tls-verify=false");
+            }
+        }
         if let Some(c) = self.creds_arg() {
             cmd.arg("--dest-creds").arg(c);
         }
@@ -1031,10 +1174,13 @@ impl Out {
     }
 }
 
-/// An isolated skiff environment: store root, auth file, registries.conf, HOME.
+/// An isolated skiff environment: store root, auth file, registries.conf, HOME, an
+/// (empty) certs.d directory, plus any extra environment variables a test sets.
 pub struct Skiff {
     root: TempDir,
     home: TempDir,
+    /// Set on every command after the harness's own variables (so they can override).
+    extra_env: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Skiff {
@@ -1048,7 +1194,35 @@ impl Skiff {
         let root = tempdir();
         let home = tempdir();
         fs::write(home.path().join("registries.conf"), "").unwrap();
-        Skiff { root, home }
+        Skiff {
+            root,
+            home,
+            extra_env: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Sets `key=value` in the environment of every later command of this env.
+    pub fn set_env(&self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &Self {
+        self.extra_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.to_string(),
+                value.as_ref().to_string_lossy().into_owned(),
+            );
+        self
+    }
+
+    /// [`Skiff::set_env`], builder style.
+    pub fn with_env(self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.set_env(key, value);
+        self
+    }
+
+    /// SKIFF_CERTS_DIR unless a test sets another: an empty directory (not created), so
+    /// the host's /etc/containers/certs.d never affects a test.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.home.path().join("certs.d")
     }
 
     pub fn root(&self) -> &Path {
@@ -1097,7 +1271,17 @@ impl Skiff {
             .env_remove("all_proxy")
             .env_remove("ALL_PROXY")
             .env("NO_PROXY", "*")
-            .env("RUST_BACKTRACE", "0");
+            .env("RUST_BACKTRACE", "0")
+            .env("SKIFF_CERTS_DIR", self.certs_dir())
+            .env_remove("SKIFF_RETRY_BACKOFF_MS");
+        for (k, v) in self
+            .extra_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            cmd.env(k, v);
+        }
         cmd
     }
 

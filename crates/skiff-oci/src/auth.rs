@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::registries::ConfigError;
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// An OAuth2 refresh token (docker's `identitytoken`), exchanged at the
+    /// token server instead of sending the password.
+    pub identity_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -112,8 +115,17 @@ impl AuthFile {
         self.auths
             .iter()
             .find(|(k, _)| keys.iter().any(|c| normalize_key(k) == *c))
-            .and_then(|(_, e)| e.auth.as_deref())
-            .and_then(decode_auth)
+            .and_then(|(_, e)| {
+                let basic = e.auth.as_deref().and_then(decode_auth);
+                match e.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+                    Some(t) => Some(Credentials {
+                        identity_token: Some(t.to_owned()),
+                        password: String::new(),
+                        ..basic.unwrap_or_default()
+                    }),
+                    None => basic,
+                }
+            })
     }
 
     pub fn set(&mut self, registry: &str, creds: &Credentials) {
@@ -170,6 +182,7 @@ fn decode_auth(b64: &str) -> Option<Credentials> {
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some(Credentials {
+        identity_token: None,
         username: u.to_owned(),
         password: p.to_owned(),
     })
@@ -189,6 +202,15 @@ mod tests {
         let c = f.lookup("127.0.0.1:5000").unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b:c"));
         assert!(f.lookup("other:1").is_none());
+        let t: AuthFile = serde_json::from_str(
+            r#"{"auths":{"reg.example":{"auth":"dTo=","identitytoken":"refresh-me"}}}"#,
+        )
+        .unwrap();
+        let c = t.lookup("reg.example").unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.identity_token.as_deref()),
+            ("u", Some("refresh-me"))
+        );
         assert!(serde_json::to_string(&f).unwrap().contains("credHelpers"));
     }
 
@@ -200,6 +222,7 @@ mod tests {
         f.set(
             "h:1",
             &Credentials {
+                identity_token: None,
                 username: "x".into(),
                 password: "y".into(),
             },

@@ -388,7 +388,6 @@ impl RegistryClient {
                 realm_url.port_or_known_default().unwrap_or(443)
             ));
         let http = self.http(&realm_host, insecure || realm_url.scheme() == "http")?;
-        let mut req = http.get(realm_url);
         let mut q: Vec<(&str, &str)> = vec![];
         if let Some(s) = service {
             q.push(("service", s));
@@ -396,11 +395,35 @@ impl RegistryClient {
         for s in scopes {
             q.push(("scope", s));
         }
-        req = req.query(&q);
         let creds = self.credentials(&ep.host, registry)?;
-        if let Some(c) = &creds {
-            req = req.header(AUTHORIZATION, basic_header(c));
-        }
+        let req = match creds.as_ref().and_then(|c| c.identity_token.as_deref()) {
+            // OAuth2 refresh-token grant (docker's identity tokens): a form POST.
+            Some(refresh) => {
+                q.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                    ("client_id", "skiff"),
+                ]);
+                let mut form = reqwest::Url::parse("http://form.invalid/").map_err(|e| {
+                    RegistryError::Protocol {
+                        host: ep.host.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                form.query_pairs_mut().extend_pairs(&q);
+                let body = form.query().unwrap_or_default().to_owned();
+                http.post(realm_url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            None => {
+                let req = http.get(realm_url).query(&q);
+                match &creds {
+                    Some(c) => req.header(AUTHORIZATION, basic_header(c)),
+                    None => req,
+                }
+            }
+        };
         let resp = req.send().await.map_err(|e| RegistryError::Connect {
             host: realm_host.clone(),
             message: error_chain(&e),

@@ -75,7 +75,11 @@ pub fn login(ctx: &Context, a: LoginArgs) -> anyhow::Result<()> {
     if password.is_empty() {
         bail!("empty password");
     }
-    let creds = Credentials { username, password };
+    let creds = Credentials {
+        username,
+        password,
+        identity_token: None,
+    };
     let client = ctx.client()?;
     let host = api_host(&registry).to_owned();
     let ep = skiff_oci::registries::Endpoint {

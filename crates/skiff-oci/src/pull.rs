@@ -157,17 +157,9 @@ async fn pull_from(
             }
         }
     };
-    if let Some(p) = &opts.platform {
-        // A single-platform manifest: check its config says what was asked for.
-        if index.is_none() {
-            tracing::debug!(
-                "{reference} is a single-platform image; --platform {p} checked against its config"
-            );
-        }
-    }
-
     // Config and layers, skipping what the store has.
-    let mut blobs = vec![(image.config_digest()?, image.config().size())];
+    let config = image.config_digest()?;
+    let mut blobs = vec![(config.clone(), image.config().size())];
     for l in image.layers() {
         crate::manifest::layer_compression(l.media_type().as_ref())?;
         blobs.push((
@@ -177,7 +169,7 @@ async fn pull_from(
     }
     let mut seen = std::collections::HashSet::new();
     blobs.retain(|(d, _)| seen.insert(d.clone()));
-    let missing: Vec<(Digest, u64)> = blobs
+    let mut missing: Vec<(Digest, u64)> = blobs
         .iter()
         .filter(|(d, _)| !store.has_blob(d))
         .cloned()
@@ -185,7 +177,16 @@ async fn pull_from(
     for (d, _) in blobs.iter().filter(|(d, _)| store.has_blob(d)) {
         progress.finish(d, true);
     }
-    let downloaded = download_all(
+    let mut downloaded = 0;
+    if let (Some(p), None) = (&opts.platform, &index) {
+        // A single-platform image: check its config before fetching layers.
+        let (first, rest): (Vec<_>, Vec<_>) = missing.into_iter().partition(|(d, _)| *d == config);
+        downloaded +=
+            download_all(client, store, ep, registry, &first, 1, progress.clone()).await?;
+        check_config_platform(store, &config, p, reference)?;
+        missing = rest;
+    }
+    downloaded += download_all(
         client,
         store,
         ep,
@@ -195,10 +196,6 @@ async fn pull_from(
         progress.clone(),
     )
     .await?;
-
-    if let (Some(p), None) = (&opts.platform, &index) {
-        check_config_platform(store, &image.config_digest()?, p, reference)?;
-    }
 
     store.put_bytes(&manifest_bytes, Some(&manifest_digest))?;
     let index_digest = match &index {

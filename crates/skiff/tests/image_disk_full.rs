@@ -54,7 +54,10 @@ fn disk_full_during_pull_is_a_clean_error_and_recoverable() {
     assert!(!status.success(), "pull into a full disk succeeded:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line:\n{err}");
-    assert!(lines[0].starts_with("Error: ") && lines[0].contains(&reference), "{err}");
+    assert!(
+        lines[0].starts_with("Error: ") && lines[0].contains(&reference),
+        "{err}"
+    );
     assert!(lines[0].contains("No space left on device"), "{err}");
     assert_store_consistent(&root);
     let (status, out, err) = skiff(&root, &["image", "ls", "--format", "json"]);

@@ -361,7 +361,13 @@ impl TestCerts {
         let d = dir.path();
         let p = |name: &str| d.join(name).display().to_string();
         // P-256 keys: quick to make, accepted by Go (the registry, skopeo) and rustls.
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         run_tool(
             Command::new("openssl")
                 .args(["req", "-x509"])
@@ -1657,6 +1663,69 @@ pub enum Mode {
         bytes_per_sec: usize,
         corrupt_above: usize,
     },
+    /// Answer the first `times` blob GETs with HTTP `code` (a distribution-style JSON
+    /// error body) and, when set, `Retry-After: <seconds>`, without asking the registry;
+    /// then forward normally. `times: usize::MAX` fails every blob GET.
+    Status {
+        code: u16,
+        times: usize,
+        retry_after: Option<u64>,
+    },
+    /// Answer GET and HEAD of `/v2/<repo>/manifests/<ref>` with this response instead
+    /// of forwarding; everything else (blobs, `/v2/`) is forwarded.
+    Canned(Canned),
+}
+
+/// A canned manifest answer for [`Mode::Canned`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Canned {
+    pub status: u16,
+    /// Sent as given (Content-Length and Connection are added by the proxy).
+    pub headers: Vec<(String, String)>,
+    pub body: Arc<Vec<u8>>,
+}
+
+impl Canned {
+    /// 200 with `body`, `Content-Type: content_type` and the body's true
+    /// `Docker-Content-Digest`.
+    pub fn manifest(content_type: &str, body: Vec<u8>) -> Canned {
+        let digest = format!("sha256:{}", sha256_hex(&body));
+        Canned {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), content_type.into()),
+                ("Docker-Content-Digest".into(), digest),
+                (
+                    "Docker-Distribution-Api-Version".into(),
+                    "registry/2.0".into(),
+                ),
+            ],
+            body: Arc::new(body),
+        }
+    }
+
+    /// Sets header `name` (replacing any of that name).
+    pub fn with_header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// "sha256:..." of the body.
+    pub fn body_digest(&self) -> String {
+        format!("sha256:{}", sha256_hex(&self.body))
+    }
+}
+
+impl std::fmt::Debug for Canned {
+    // Bodies can be megabytes: show their size, not their bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canned")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// One request the proxy saw.
@@ -1673,6 +1742,8 @@ pub struct Recorded {
     pub status: u16,
     /// Bytes of response body actually written to the client.
     pub body_sent: usize,
+    /// When the proxy had read the request head.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -1704,6 +1775,8 @@ struct ProxyState {
     /// `reset` hides the records before this index.
     visible_from: usize,
     drops_done: usize,
+    /// Blob GETs answered by [`Mode::Status`] since the mode was set.
+    statuses_done: usize,
     /// token -> scopes granted ("repository:NAME:pull,push")
     tokens: HashMap<String, Vec<String>>,
     next_token: usize,
@@ -1779,6 +1852,7 @@ impl Proxy {
         let mut st = lock(&self.state);
         st.mode = Some(mode);
         st.drops_done = 0;
+        st.statuses_done = 0;
     }
 
     /// Forgets the recorded requests (requests still in flight are forgotten too).
@@ -1830,6 +1904,11 @@ impl Proxy {
 
     pub fn drops_done(&self) -> usize {
         lock(&self.state).drops_done
+    }
+
+    /// Blob GETs that [`Mode::Status`] answered with its status since the mode was set.
+    pub fn statuses_done(&self) -> usize {
+        lock(&self.state).statuses_done
     }
 
     /// Total blob body bytes written to clients since the last reset.
@@ -1889,10 +1968,23 @@ fn lock(m: &Mutex<ProxyState>) -> std::sync::MutexGuard<'_, ProxyState> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "Status",
+    }
+}
+
+/// The distribution error code for an injected status.
+fn error_code(status: u16) -> &'static str {
+    match status {
+        429 => "TOOMANYREQUESTS",
+        503 => "UNAVAILABLE",
+        _ => "UNKNOWN",
     }
 }
 
@@ -1901,6 +1993,18 @@ fn write_simple(
     status: u16,
     headers: &[(&str, String)],
     body: &[u8],
+) -> io::Result<()> {
+    write_response(c, status, headers, body, true)
+}
+
+/// Head with Content-Length of `body`; the body itself only when `send_body` (not for
+/// HEAD).
+fn write_response(
+    c: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &[u8],
+    send_body: bool,
 ) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (k, v) in headers {
@@ -1911,7 +2015,9 @@ fn write_simple(
         body.len()
     ));
     c.write_all(head.as_bytes())?;
-    c.write_all(body)?;
+    if send_body {
+        c.write_all(body)?;
+    }
     c.flush()
 }
 
@@ -2009,6 +2115,7 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
             body_len: body.len(),
             status: 0,
             body_sent: 0,
+            at: Instant::now(),
         });
         (st.log.len() - 1, st.mode.clone().unwrap_or(Mode::Normal))
     };
@@ -2020,6 +2127,74 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
     };
 
     // --- modes that answer by themselves ---
+    if let Mode::Status {
+        code,
+        times,
+        retry_after,
+    } = mode
+    {
+        let fail_now = method == "GET" && is_blob_path(&path) && {
+            let mut st = lock(&ctx.state);
+            if st.statuses_done < times {
+                st.statuses_done += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if fail_now {
+            set_status(code);
+            let mut headers = vec![
+                ("Content-Type", "application/json".to_string()),
+                (
+                    "Docker-Distribution-Api-Version",
+                    "registry/2.0".to_string(),
+                ),
+            ];
+            if let Some(secs) = retry_after {
+                headers.push(("Retry-After", secs.to_string()));
+            }
+            let body = json!({"errors": [{
+                "code": error_code(code),
+                // No status number in here: a test that looks for it in skiff's
+                // error must find the status, not this text.
+                "message": "fault injected by the test proxy",
+                "detail": null
+            }]});
+            return write_simple(
+                &mut writer,
+                code,
+                &headers,
+                &serde_json::to_vec(&body).unwrap(),
+            );
+        }
+    }
+    if let Mode::Canned(canned) = &mode {
+        if matches!(method.as_str(), "GET" | "HEAD")
+            && path.starts_with("/v2/")
+            && path.contains("/manifests/")
+        {
+            set_status(canned.status);
+            let headers: Vec<(&str, String)> = canned
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let send_body = method == "GET";
+            write_response(
+                &mut writer,
+                canned.status,
+                &headers,
+                &canned.body,
+                send_body,
+            )?;
+            if send_body {
+                add_sent(canned.body.len());
+            }
+            let _ = writer.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+    }
     if mode == Mode::Html && path.starts_with("/v2") {
         set_status(200);
         let html = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>\n";

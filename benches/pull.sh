@@ -7,6 +7,7 @@
 #   benches/pull.sh [RUNS]        (root; installs debootstrap on first use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RUNS=${1:-3}
 CACHE=${SKIFF_BENCH_CACHE:-$PWD/target/bench-cache}
 mkdir -p "$CACHE"
@@ -32,21 +33,9 @@ fi
 # 2. A registry on loopback with the image in it.
 work=$(mktemp -d)
 trap 'kill "${reg_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-log:
-  level: error
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-REF=127.0.0.1:$port/bench/debian:minbase
+start_registry "$work/registry"
+reg_pid=$REGISTRY_PID
+REF=$REGISTRY/bench/debian:minbase
 skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:latest" "docker://$REF"
 size=$(skopeo inspect --raw --tls-verify=false "docker://$REF" | jq '[.layers[].size] | add')
 

@@ -1,0 +1,28 @@
+# Shared shell helpers for scripts/ and benches/ (sourced, not run).
+
+# start_registry DIR: runs docker-registry on a free loopback port with its
+# storage under DIR; sets REGISTRY (host:port) and REGISTRY_PID.
+start_registry() {
+  local dir=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$dir"
+  cat >"$dir/registry.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: 127.0.0.1:$port
+log:
+  level: error
+YML
+  docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  REGISTRY=127.0.0.1:$port
+  for _ in $(seq 100); do
+    curl -fs "http://$REGISTRY/v2/" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "docker-registry did not start; see $dir/registry.log" >&2
+  return 1
+}

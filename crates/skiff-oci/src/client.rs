@@ -905,7 +905,9 @@ fn basic_header(c: &Credentials) -> HeaderValue {
 }
 
 fn is_transient(e: &reqwest::Error) -> bool {
-    e.is_timeout() || e.is_connect() || e.is_body() || e.is_request()
+    // A certificate the client rejects will be rejected again: fail at once.
+    let tls_refusal = e.is_connect() && error_chain(e).to_ascii_lowercase().contains("certificate");
+    !tls_refusal && (e.is_timeout() || e.is_connect() || e.is_body() || e.is_request())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -922,14 +924,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// `Retry-After`: delay seconds or an HTTP-date (RFC 9110).
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let ms = (at - time::OffsetDateTime::now_utc())
+        .whole_milliseconds()
+        .max(0);
+    Some(Duration::from_millis(ms as u64))
 }
 
 fn content_range_start(v: &str) -> Option<u64> {
@@ -1173,5 +1178,23 @@ mod tests {
         ));
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("junk"), None);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let text = later
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&text).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
     }
 }

@@ -356,6 +356,42 @@ fn bearer_token_flow_reuses_tokens() {
 }
 
 #[test]
+fn docker_identity_token_is_exchanged_by_refresh_grant() {
+    let (reg, _) = registry_with_busybox();
+    let proxy = Proxy::start(&reg, Mode::Bearer);
+    let f = fixtures().image("latest");
+    let via = format!("{}/test/busybox:latest", proxy.host());
+    let s = Skiff::new();
+    // docker's config.json shape after an OAuth login: no password, an identity token.
+    let auth = serde_json::json!({"auths": {proxy.host(): {
+        "auth": base64_encode(b"<token>:"),
+        "identitytoken": REFRESH_TOKEN,
+    }}});
+    std::fs::write(s.auth_file(), serde_json::to_vec(&auth).unwrap()).unwrap();
+    assert_eq!(s.pull_ok(&via), f.digest);
+    assert_image_complete(s.root(), &f.digest);
+    let tokens = proxy.token_requests();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|t| t.method == "POST" && t.status == 200),
+        "{}",
+        proxy.dump()
+    );
+    assert!(
+        tokens.iter().all(|t| t.authorization.is_none()),
+        "the password path was used:\n{}",
+        proxy.dump()
+    );
+
+    // A wrong identity token is refused, cleanly, in a fresh store.
+    let s2 = Skiff::new();
+    let bad = serde_json::json!({"auths": {proxy.host(): {"auth": base64_encode(b"<token>:"), "identitytoken": "nope"}}});
+    std::fs::write(s2.auth_file(), serde_json::to_vec(&bad).unwrap()).unwrap();
+    s2.pull(&via)
+        .assert_clean_error(&["test/busybox", "refused"]);
+    assert!(s2.blobs().is_empty());
+}
+
+#[test]
 fn login_against_bearer_registry() {
     let (reg, _) = registry_with_busybox();
     let proxy = Proxy::start(&reg, Mode::Bearer);

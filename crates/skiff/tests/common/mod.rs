@@ -35,6 +35,8 @@ pub const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const USER: &str = "testuser";
 pub const PASS: &str = "s3cret-pass";
+/// The identity (refresh) token the Bearer proxy's token server accepts.
+pub const REFRESH_TOKEN: &str = "skiff-test-refresh-token";
 /// How long a single `skiff` command may run before the harness kills it.
 pub const SKIFF_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -2207,10 +2209,23 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
     }
     if mode == Mode::Bearer {
         if path == "/token" {
+            // GET with Basic credentials, or an OAuth2 refresh-token grant
+            // (docker's identity tokens) as a form POST.
+            let form = parse_query(&String::from_utf8_lossy(&body));
+            let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let refresh_ok = method == "POST"
+                && field("grant_type") == Some("refresh_token")
+                && field("refresh_token") == Some(REFRESH_TOKEN);
+            let query = if method == "POST" {
+                String::from_utf8_lossy(&body).into_owned()
+            } else {
+                query.clone()
+            };
             let expected = basic_auth_value(USER, PASS);
-            let ok = header(&req_headers, "authorization")
-                .map(|a| a == expected)
-                .unwrap_or(false);
+            let ok = refresh_ok
+                || header(&req_headers, "authorization")
+                    .map(|a| a == expected)
+                    .unwrap_or(false);
             if !ok {
                 set_status(401);
                 return write_simple(

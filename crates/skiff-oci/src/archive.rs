@@ -245,13 +245,18 @@ enum Member {
 /// Reads an archive (either format, optionally gzip- or zstd-compressed) and
 /// names its images. On any error, blobs this load added are removed again.
 pub fn load(store: &Store, input: impl Read) -> Result<Loaded, ArchiveError> {
-    let _writer = store.writer_lock()?;
-    let mut added: Vec<Digest> = vec![];
-    let result = load_inner(store, input, &mut added);
+    let writer = store.writer_lock()?;
+    let mut touched: Vec<Digest> = vec![];
+    let result = load_inner(store, input, &mut touched).and_then(|loaded| {
+        // All names at once, only after every image checked out.
+        store.record_images(loaded.images.clone())?;
+        Ok(loaded)
+    });
     if result.is_err() {
-        for d in &added {
-            let _ = std::fs::remove_file(store.blob_path(d));
-        }
+        // Blobs this load wrote that no image references go again; blobs that
+        // other images use stay. Done under the gc lock, so release ours first.
+        drop(writer);
+        let _ = store.remove_unreferenced(&touched);
     }
     result
 }
@@ -313,7 +318,6 @@ fn load_inner(
             None => None,
         };
         let written = w.written();
-        let before = expected.as_ref().is_some_and(|d| store.has_blob(d));
         let d = match w.commit(expected.as_ref(), Some(written)) {
             Ok(d) => d,
             Err(StoreError::DigestMismatch { expected, actual }) => {
@@ -325,7 +329,7 @@ fn load_inner(
             }
             Err(e) => return Err(e.into()),
         };
-        if !before && !added.contains(&d) {
+        if !added.contains(&d) {
             added.push(d.clone());
         }
         members.insert(path, Member::Blob(d));
@@ -410,9 +414,8 @@ impl LoadCtx<'_> {
 
     fn put(&mut self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest, ArchiveError> {
         let d = Digest::of(bytes);
-        let existed = self.store.has_blob(&d);
         self.store.put_bytes(bytes, expected)?;
-        if !existed && !self.added.contains(&d) {
+        if !self.added.contains(&d) {
             self.added.push(d.clone());
         }
         Ok(d)
@@ -575,6 +578,7 @@ impl LoadCtx<'_> {
         Ok(())
     }
 
+    /// Builds (does not store) the records naming `md`; `load` stores them all at once.
     fn record(
         &mut self,
         md: &Digest,
@@ -586,7 +590,6 @@ impl LoadCtx<'_> {
             let rec = self
                 .store
                 .make_record(None, md, index_digest.clone(), None)?;
-            self.store.record_image(rec.clone())?;
             out.push(rec);
         }
         for n in names {
@@ -595,7 +598,6 @@ impl LoadCtx<'_> {
             let rec = self
                 .store
                 .make_record(Some(&r), md, index_digest.clone(), None)?;
-            self.store.record_image(rec.clone())?;
             out.push(rec);
         }
         Ok(out)

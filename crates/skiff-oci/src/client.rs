@@ -211,7 +211,14 @@ impl RegistryClient {
         if let Some(c) = self.with_host(host, |s| s.creds.clone()) {
             return Ok(c);
         }
-        let c = (self.creds)(registry)?;
+        // Credentials belong to the host that is asked: a mirror or a
+        // relocated registry must not receive the original registry's.
+        let key = if host == crate::reference::api_host(registry) {
+            registry
+        } else {
+            host
+        };
+        let c = (self.creds)(key)?;
         self.with_host(host, |s| s.creds = Some(c.clone()));
         Ok(c)
     }
@@ -274,6 +281,15 @@ impl RegistryClient {
                 }
             };
             let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED
+                && authed_once
+                && self.credentials(&ep.host, registry)?.is_some()
+            {
+                return Err(RegistryError::LoginFailed {
+                    host: ep.host.clone(),
+                    detail: "the registry rejected the credentials (check `skiff login`)".into(),
+                });
+            }
             if status == StatusCode::UNAUTHORIZED && !authed_once {
                 authed_once = true;
                 if self
@@ -470,7 +486,7 @@ impl RegistryClient {
                 message: "token response has no token".into(),
             })?;
         // Refresh a little early; the spec's default lifetime is 60 s.
-        let life = t.expires_in.unwrap_or(60).max(10);
+        let life = t.expires_in.unwrap_or(60).clamp(10, 86_400);
         Ok((token, Instant::now() + Duration::from_secs(life - 5)))
     }
 
@@ -643,8 +659,26 @@ impl RegistryClient {
                     });
                 }
             }
-            match stream_into(resp, &mut partial, size, on_bytes).await {
+            let before = partial.len();
+            let streamed = stream_into(resp, &mut partial, size, on_bytes).await;
+            if partial.len() > before {
+                // Progress was made: a flaky link gets its retries back.
+                failures = 0;
+            }
+            match streamed {
                 Ok(()) if resumed && !partial.matches() && partial.len() == size => continue,
+                Ok(()) if partial.len() < size => {
+                    // The body ended early but cleanly: resume like a dropped connection.
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(RegistryError::Body {
+                            host: ep.host.clone(),
+                            what,
+                            message: format!("the registry sent {} of {size} bytes", partial.len()),
+                        });
+                    }
+                    tokio::time::sleep(self.backoff * 2u32.pow(failures - 1)).await;
+                }
                 Ok(()) => break,
                 Err(StreamError::Store(e)) => return Err(e.into()),
                 Err(StreamError::TooLarge) => {
@@ -778,42 +812,29 @@ impl RegistryClient {
             return Ok(());
         }
         let loc = with_digest(&absolute(&self.base_url(ep), &location), digest);
-        // Monolithic: the body streams from the file; each attempt reopens it.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: path.into(),
-                    source: e,
-                })?;
-            let http = self.http(&ep.host, ep.insecure)?;
-            let mut req = http
-                .put(&loc)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, size)
-                .body(reqwest::Body::from(file));
-            if let Some(h) = self.auth_header(ep, registry, &scopes)? {
-                req = req.header(AUTHORIZATION, h);
-            }
-            match req.send().await {
-                Ok(resp) if resp.status() == StatusCode::CREATED => {
-                    on_bytes(size);
-                    return Ok(());
+        // Monolithic: the body streams from the file, reopened for each attempt.
+        file_body(path).map_err(|e| StoreError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let resp = self
+            .send(ep, registry, &scopes, &what, &|c, _| {
+                let req = c
+                    .put(&loc)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size);
+                match file_body(path) {
+                    Ok(body) => req.body(body),
+                    // Vanished since the check above: the length mismatch fails the request.
+                    Err(_) => req.body(Vec::new()),
                 }
-                Ok(resp) if resp.status().is_server_error() && attempt < 3 => {}
-                Ok(resp) => return Err(status_error(&ep.host, &what, resp.status(), resp).await),
-                Err(e) if attempt < 3 && is_transient(&e) => {}
-                Err(e) => {
-                    return Err(RegistryError::Connect {
-                        host: ep.host.clone(),
-                        message: error_chain(&e),
-                    })
-                }
-            }
-            tokio::time::sleep(self.backoff * attempt).await;
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(&ep.host, &what, resp.status(), resp).await);
         }
+        on_bytes(size);
+        Ok(())
     }
 
     /// `PUT` a manifest under `reference` (a tag or its digest).
@@ -853,6 +874,26 @@ impl RegistryClient {
             mirror: false,
         }
     }
+}
+
+/// A request body streaming `path` in 1 MiB reads (reqwest's own file body
+/// reads 4 KiB at a time).
+fn file_body(path: &std::path::Path) -> std::io::Result<reqwest::Body> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::from_std(std::fs::File::open(path)?);
+    let stream = futures_util::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(stream))
 }
 
 fn bytes_body(v: Vec<u8>) -> bytes::Bytes {

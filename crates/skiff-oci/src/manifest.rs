@@ -154,6 +154,17 @@ impl ImageManifestDoc {
             .collect()
     }
 
+    /// Config then layers as (digest, size), each digest once.
+    pub fn blobs(&self) -> Result<Vec<(Digest, u64)>, ManifestError> {
+        let mut out = vec![(self.config_digest()?, self.inner.config().size())];
+        for (l, d) in self.inner.layers().iter().zip(self.layer_digests()?) {
+            if !out.iter().any(|(x, _)| *x == d) {
+                out.push((d, l.size()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Config plus layers, as stored (compressed).
     pub fn total_size(&self) -> u64 {
         self.inner.config().size() + self.inner.layers().iter().map(|l| l.size()).sum::<u64>()

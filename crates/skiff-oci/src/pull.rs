@@ -159,16 +159,10 @@ async fn pull_from(
     };
     // Config and layers, skipping what the store has.
     let config = image.config_digest()?;
-    let mut blobs = vec![(config.clone(), image.config().size())];
     for l in image.layers() {
         crate::manifest::layer_compression(l.media_type().as_ref())?;
-        blobs.push((
-            Digest::try_from(l.digest()).map_err(crate::manifest::ManifestError::from)?,
-            l.size(),
-        ));
     }
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|(d, _)| seen.insert(d.clone()));
+    let blobs = image.blobs()?;
     let mut missing: Vec<(Digest, u64)> = blobs
         .iter()
         .filter(|(d, _)| !store.has_blob(d))

@@ -61,12 +61,7 @@ pub async fn push(
         let (reg, repo) = src.split_once('/')?;
         (reg == dest.registry() && repo != dest.repository()).then(|| repo.to_owned())
     });
-    let mut blobs = vec![(image.config_digest()?, image.config().size())];
-    for (l, d) in image.layers().iter().zip(image.layer_digests()?) {
-        blobs.push((d, l.size()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|(d, _)| seen.insert(d.clone()));
+    let blobs = image.blobs()?;
     for (d, _) in &blobs {
         if !store.has_blob(d) {
             return Err(StoreError::MissingBlob(d.clone()).into());

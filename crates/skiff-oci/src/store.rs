@@ -324,10 +324,39 @@ impl Store {
 
     /// Records an image: stores nothing new, only names the manifest.
     pub fn record_image(&self, record: ImageRecord) -> Result<(), StoreError> {
+        self.record_images(vec![record])
+    }
+
+    /// Names several images in one index update, after making the blob
+    /// renames durable (the index must never name a blob a crash could lose).
+    pub fn record_images(&self, records: Vec<ImageRecord>) -> Result<(), StoreError> {
+        let blobs = self.root.join("blobs/sha256");
+        fsutil::sync_dir(&blobs).map_err(io_err(&blobs))?;
         self.update_index(|idx| {
-            idx.upsert(record);
+            for r in records {
+                idx.upsert(r);
+            }
             Ok(())
         })
+    }
+
+    /// Deletes those of `candidates` that no image references (blobs a failed
+    /// load brought in), under the gc lock so no concurrent writer is using them.
+    /// The caller must not hold `writer_lock`.
+    pub fn remove_unreferenced(&self, candidates: &[Digest]) -> Result<(), StoreError> {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let _gc = self.gc_lock()?;
+        let idx = self.read_index()?;
+        let mut live = HashSet::new();
+        for rec in &idx.images {
+            live.extend(self.image_blobs(rec)?);
+        }
+        for d in candidates.iter().filter(|d| !live.contains(*d)) {
+            let _ = std::fs::remove_file(self.blob_path(d));
+        }
+        Ok(())
     }
 
     /// Builds the record for a stored manifest (config and layers must be stored).
@@ -364,10 +393,16 @@ impl Store {
         if let Some(i) = &rec.index_digest {
             v.push(i.clone());
         }
-        if let Ok(bytes) = self.read_small_blob(&rec.digest) {
-            if let Ok(Manifest::Image(img)) = Manifest::parse(&bytes, None) {
-                v.extend(img.layer_digests()?);
+        // A missing manifest means a broken image whose layers cannot be known;
+        // any other failure (EIO, EMFILE) must stop a sweep, not free layers.
+        match self.read_small_blob(&rec.digest) {
+            Ok(bytes) => {
+                if let Manifest::Image(img) = Manifest::parse(&bytes, None)? {
+                    v.extend(img.layer_digests()?);
+                }
             }
+            Err(StoreError::MissingBlob(_)) => {}
+            Err(e) => return Err(e),
         }
         Ok(v)
     }
@@ -444,8 +479,14 @@ impl Store {
             if is_partial && !partials {
                 continue;
             }
-            // Only a file whose writer is gone can be taken exclusively.
-            if let Ok(Some(_l)) = FileLock::try_exclusive(&path) {
+            if is_partial {
+                // Only a download whose writer is gone can be taken exclusively.
+                if let Ok(Some(_l)) = FileLock::try_exclusive(&path) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            } else if !pid_alive(&entry.file_name().to_string_lossy()) {
+                // New blobs are named `.blob.tmp-<pid>-<n>`: a file exists before its
+                // lock does, so liveness of the writer, not the lock, decides.
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -454,10 +495,8 @@ impl Store {
         if let Ok(rd) = std::fs::read_dir(&images) {
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.split(".tmp-").nth(1).and_then(|r| r.split('-').next()) {
-                    if !Path::new("/proc").join(pid).exists() {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
+                if name.contains(".tmp-") && !pid_alive(&name) {
+                    let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
@@ -482,6 +521,16 @@ impl Store {
         }
         Ok(bad.into_iter().collect())
     }
+}
+
+/// Whether the process named in a temp file name (`….tmp-<pid>-<n>`) runs.
+/// Unparseable names count as dead: nothing of ours is named that way.
+fn pid_alive(name: &str) -> bool {
+    name.split(".tmp-")
+        .nth(1)
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// A new blob being written; it becomes visible only through `commit`.
@@ -723,7 +772,7 @@ mod tests {
     fn stale_temp_files_are_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        std::fs::write(s.tmp_dir().join(".blob.tmp-1-0"), b"junk").unwrap();
+        std::fs::write(s.tmp_dir().join(".blob.tmp-999999999-0"), b"junk").unwrap();
         std::fs::write(
             dir.path().join("images/.index.json.tmp-999999999-0"),
             b"junk",

@@ -141,11 +141,23 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Pull(a) => pull(ctx, a),
         ImageCommand::Push(a) => push(ctx, a),
         ImageCommand::Ls(a) => ls(ctx, a),
-        ImageCommand::Inspect(a) => inspect(ctx, a),
-        ImageCommand::Tag(a) => tag(ctx, a),
-        ImageCommand::Rm(a) => rm(ctx, a),
-        ImageCommand::Prune => prune(ctx),
-        ImageCommand::Save(a) => save(ctx, a),
+        ImageCommand::Inspect(a) => {
+            let what = format!("inspecting {}", a.reference);
+            inspect(ctx, a).context(what)
+        }
+        ImageCommand::Tag(a) => {
+            let what = format!("tagging {} as {}", a.source, a.target);
+            tag(ctx, a).context(what)
+        }
+        ImageCommand::Rm(a) => {
+            let what = format!("removing {}", a.references.join(" "));
+            rm(ctx, a).context(what)
+        }
+        ImageCommand::Prune => prune(ctx).context("pruning the store"),
+        ImageCommand::Save(a) => {
+            let what = format!("saving {}", a.references.join(" "));
+            save(ctx, a).context(what)
+        }
         ImageCommand::Load(a) => load(ctx, a),
     }
 }
@@ -347,7 +359,17 @@ fn tag(ctx: &Context, a: TagArgs) -> anyhow::Result<()> {
         name: Some(target.to_string()),
         ..found.record
     };
-    store.record_image(rec)?;
+    // Re-check under the index lock: a concurrent `rm` may have just removed it.
+    let still_there = store.update_index(|idx| {
+        let present = idx.images.iter().any(|r| r.digest == rec.digest);
+        if present {
+            idx.upsert(rec);
+        }
+        Ok(present)
+    })?;
+    if !still_there {
+        bail!("image {} was removed meanwhile", a.source);
+    }
     Ok(())
 }
 

@@ -37,6 +37,12 @@ enum Command {
     Push(commands::image::PushArgs),
     /// List images (same as `skiff image ls`).
     Images(commands::image::LsArgs),
+    /// Write layer tarballs (tar, tar.gz, tar.zst) into an ext4 image, in order.
+    ///
+    /// Whiteouts and opaque directories of later layers delete what earlier
+    /// ones wrote; ownership, modes, times, xattrs and devices are kept without
+    /// root. The result passes `e2fsck -fn` and mounts read-write.
+    Mkfs(commands::mkfs::MkfsArgs),
     /// Log in to a registry; credentials go to auth.json.
     Login(commands::login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -72,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) => commands::image::run(&ctx, commands::image::ImageCommand::Pull(a)),
         Command::Push(a) => commands::image::run(&ctx, commands::image::ImageCommand::Push(a)),
         Command::Images(a) => commands::image::run(&ctx, commands::image::ImageCommand::Ls(a)),
+        Command::Mkfs(a) => commands::mkfs::mkfs(a),
         Command::Login(a) => commands::login::login(&ctx, a),
         Command::Logout(a) => commands::login::logout(&ctx, a),
     }

@@ -68,3 +68,20 @@ impl Progress for Bars {
         let _ = self.multi.println(msg);
     }
 }
+
+/// A byte-count bar for one long job; hidden when quiet or not on a terminal.
+pub fn bytes_bar(quiet: bool, total: u64, msg: &'static str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+    b.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}

@@ -277,18 +277,34 @@ fn failed_load_keeps_shared_blobs_and_names_nothing() {
     // The same archive with a second, invalid name: fails after its blobs are in.
     let x = dir.path().join("x");
     std::fs::create_dir(&x).unwrap();
-    run_tool(std::process::Command::new("tar").arg("-xf").arg(&good).arg("-C").arg(&x));
+    run_tool(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&good)
+            .arg("-C")
+            .arg(&x),
+    );
     let manifest = x.join("manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     m[0]["RepoTags"] = serde_json::json!(["localhost/fresh/name:1", "BAD/Upper:x"]);
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
     let bad = dir.path().join("bad.tar");
-    run_tool(std::process::Command::new("tar").arg("-cf").arg(&bad).arg("-C").arg(&x).arg("."));
+    run_tool(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&bad)
+            .arg("-C")
+            .arg(&x)
+            .arg("."),
+    );
     let blobs_before = s.blobs();
 
     s.run(&["image", "load", "-i", bad.to_str().unwrap()])
         .assert_clean_error(&["bad.tar"]);
-    assert!(s.image_named("localhost/fresh/name:1").is_none(), "a failed load named an image");
+    assert!(
+        s.image_named("localhost/fresh/name:1").is_none(),
+        "a failed load named an image"
+    );
     assert_eq!(s.blobs(), blobs_before, "a failed load changed the blobs");
     // The original image is intact: it saves (reads every blob) again.
     save(&s, &reference, &dir, Some("oci-archive"));

@@ -46,6 +46,11 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Read images from a tar archive (either format, from a file or stdin).
     Load(LoadArgs),
+    /// Write an image's filesystem as ext4 (no mkfs, no mount, no root needed).
+    ///
+    /// Without -o, builds (once) and prints the store's cached base filesystem
+    /// for the image, the one containers boot from.
+    Mkfs(super::mkfs::ImageMkfsArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +164,7 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
             save(ctx, a).context(what)
         }
         ImageCommand::Load(a) => load(ctx, a),
+        ImageCommand::Mkfs(a) => super::mkfs::image_mkfs(ctx, a),
     }
 }
 

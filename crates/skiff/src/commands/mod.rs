@@ -3,6 +3,7 @@
 
 pub mod image;
 pub mod login;
+pub mod mkfs;
 
 use std::path::PathBuf;
 

@@ -1569,7 +1569,7 @@ mod tests {
 
     fn gen_entry() -> impl Strategy<Value = Gen> {
         (
-            "[a-z]{1,8}(/[a-zA-Z0-9_.-]{1,40}){0,5}",
+            "[a-z]{1,8}(/[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,39}){0,5}",
             prop::sample::select(vec![b'0', b'5', b'2', b'1']),
             prop::collection::vec(any::<u8>(), 0..2000),
             "[a-z/]{1,150}",

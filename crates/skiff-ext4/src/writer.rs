@@ -10,7 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::alloc::{ImageSink, MAX_EXTENT_LEN};
 use crate::checksum::crc32c;
-use crate::dir::{build_dir, DirCsum, DirEntry, HashParams};
+use crate::dir::{try_build_dir, DirCsum, DirEntry, HashParams};
 use crate::hash::HashVersion;
 use crate::inode::{self, InodeSpec, Xattr, INODE_SIZE};
 use crate::superblock::{self, GroupDesc, Superblock, BLOCKS_PER_GROUP, DESC_SIZE};
@@ -43,6 +43,8 @@ pub enum Error {
     XattrTooLarge { path: String },
     #[error("{path}: symlink target longer than 4095 bytes")]
     SymlinkTooLong { path: String },
+    #[error("directory (inode {ino}): {message}")]
+    Directory { ino: u32, message: String },
     #[error("{path}: too fragmented ({extents} extents)")]
     TooFragmented { path: String, extents: usize },
 }
@@ -359,7 +361,11 @@ impl Layout {
                 inode: *ino,
                 generation: 0,
             };
-            let built = build_dir(*ino, *parent, &des, &csum, &hash);
+            let built =
+                try_build_dir(*ino, *parent, &des, &csum, &hash).map_err(|e| Error::Directory {
+                    ino: *ino,
+                    message: e.to_string(),
+                })?;
             let subdirs = entries.iter().filter(|e| e.2 == file_type::DIR).count() as u32;
             dir_index.insert(*ino, dirs.len());
             dirs.push(DirPlan {

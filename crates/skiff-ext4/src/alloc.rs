@@ -11,6 +11,8 @@ pub const MAX_EXTENT_LEN: u32 = 32768;
 const BS: usize = BLOCK_SIZE as usize;
 /// Contiguous writes are gathered up to this size before they hit the output.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Runs at least this long skip the gathering buffer.
+const DIRECT_WRITE: usize = 256 << 10;
 /// Input is read in chunks of this size (a multiple of the block size).
 const READ_CHUNK: usize = 1 << 20;
 
@@ -58,6 +60,25 @@ impl<'w, W: Write + Seek> ImageSink<'w, W> {
         self.pending.extend_from_slice(data);
         if data.len() < BS {
             self.pending.resize(self.pending.len() + BS - data.len(), 0);
+        }
+        Ok(())
+    }
+
+    /// Writes consecutive blocks from `phys`: large full-block runs go straight
+    /// to the output (no copy), the rest through the gathering buffer.
+    fn put_run(&mut self, phys: u32, data: &[u8]) -> io::Result<()> {
+        let full = data.len() / BS * BS;
+        if full >= DIRECT_WRITE {
+            self.flush()?;
+            self.out.seek(SeekFrom::Start(phys as u64 * BLOCK_SIZE))?;
+            self.out.write_all(&data[..full])?;
+            if full < data.len() {
+                self.put_block(phys + (full / BS) as u32, &data[full..])?;
+            }
+            return Ok(());
+        }
+        for (k, block) in data.chunks(BS).enumerate() {
+            self.put_block(phys + k as u32, block)?;
         }
         Ok(())
     }
@@ -111,27 +132,43 @@ impl<W: Write + Seek> DataSink for ImageSink<'_, W> {
                 let want = (remaining.min(READ_CHUNK as u64)) as usize;
                 r.read_exact(&mut buf[..want])?;
                 remaining -= want as u64;
-                for chunk in buf[..want].chunks(BS) {
-                    if !is_zero(chunk) {
-                        let phys = pos as u32;
-                        pos += 1;
-                        self.put_block(phys, chunk)?;
+                let chunk = &buf[..want];
+                let mut i = 0;
+                while i < chunk.len() {
+                    // A run of non-zero blocks goes to consecutive physical blocks.
+                    let run_start = i;
+                    while i < chunk.len() && !is_zero(&chunk[i..(i + BS).min(chunk.len())]) {
+                        i += BS;
+                    }
+                    let run = &chunk[run_start..i.min(chunk.len())];
+                    if run.is_empty() {
+                        // A hole block.
+                        i += BS;
+                        logical += 1;
+                        continue;
+                    }
+                    let nblocks = run.len().div_ceil(BS) as u64;
+                    let phys = pos as u32;
+                    pos += nblocks;
+                    self.put_run(phys, run)?;
+                    for k in 0..nblocks {
+                        let (l, p) = (logical + k, phys as u64 + k);
                         match extents.last_mut() {
                             Some(e)
-                                if e.logical as u64 + e.len as u64 == logical
-                                    && e.physical as u64 + e.len as u64 == phys as u64
+                                if e.logical as u64 + e.len as u64 == l
+                                    && e.physical as u64 + e.len as u64 == p
                                     && e.len < MAX_EXTENT_LEN =>
                             {
                                 e.len += 1
                             }
                             _ => extents.push(Extent {
-                                logical: logical as u32,
-                                physical: phys,
+                                logical: l as u32,
+                                physical: p as u32,
                                 len: 1,
                             }),
                         }
                     }
-                    logical += 1;
+                    logical += nblocks;
                 }
             }
             Ok(())

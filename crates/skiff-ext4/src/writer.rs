@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alloc::{ImageSink, MAX_EXTENT_LEN};
 use crate::checksum::crc32c;
@@ -110,7 +111,7 @@ impl ImageOutput for io::Cursor<Vec<u8>> {
 
 /// Writes a filesystem holding `layers` applied in order into `out`.
 /// `progress` receives the layer bytes read so far (all layers together).
-pub fn build<W: ImageOutput, R: Read>(
+pub fn build<W: ImageOutput, R: Read + Send>(
     layers: impl IntoIterator<Item = R>,
     out: &mut W,
     opts: &Options,
@@ -122,15 +123,13 @@ pub fn build<W: ImageOutput, R: Read>(
     {
         let mut sink = ImageSink::new(out, DATA_START);
         let mut base = 0u64;
-        for (index, mut layer) in layers.into_iter().enumerate() {
-            let mut last = 0;
-            let st = tree
-                .apply_layer(&mut layer, &mut sink, &mut |n| {
-                    last = n;
-                    progress(base + n)
-                })
-                .map_err(|source| Error::Layer { index, source })?;
-            base += last;
+        for (index, layer) in layers.into_iter().enumerate() {
+            let read = AtomicU64::new(0);
+            let st = apply_pipelined(&mut tree, layer, &mut sink, &read, &mut |n| {
+                progress(base + n)
+            })
+            .map_err(|source| Error::Layer { index, source })?;
+            base += read.load(Ordering::Relaxed);
             stats.layers += 1;
             stats.entries += st.entries;
         }
@@ -140,6 +139,121 @@ pub fn build<W: ImageOutput, R: Read>(
     }
     Layout::plan(&tree, data_end, opts)?.write(&tree, out, opts, &mut stats)?;
     Ok(stats)
+}
+
+/// Applies one layer; a compressed layer is decompressed on a second thread
+/// so that inflating and writing the image overlap (gzip alone is most of
+/// the work otherwise).
+fn apply_pipelined<W: Write + Seek, R: Read + Send>(
+    tree: &mut Tree,
+    mut layer: R,
+    sink: &mut ImageSink<'_, W>,
+    read: &AtomicU64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<crate::tree::LayerStats, LayerError> {
+    let mut prefix = Vec::with_capacity(512);
+    (&mut layer)
+        .take(512)
+        .read_to_end(&mut prefix)
+        .map_err(LayerError::Io)?;
+    let compression = crate::layer::detect_compression(&prefix)?;
+    read.store(prefix.len() as u64, Ordering::Relaxed);
+    let raw = Counted {
+        inner: io::Cursor::new(prefix).chain(layer),
+        read,
+    };
+    if compression == crate::layer::Compression::None {
+        let mut raw = raw;
+        return tree.apply_layer(&mut raw, sink, &mut |_| {
+            progress(read.load(Ordering::Relaxed))
+        });
+    }
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        s.spawn(move || {
+            let mut dec: Box<dyn Read> = match compression {
+                crate::layer::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+                _ => match zstd::stream::read::Decoder::new(raw) {
+                    Ok(d) => Box::new(d),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                },
+            };
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0;
+                // Fill the buffer: fewer, larger messages.
+                while n < buf.len() {
+                    match dec.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+                buf.truncate(n);
+                if tx.send(Ok(buf)).is_err() {
+                    return; // the reader gave up (an error in the layer)
+                }
+            }
+        });
+        let mut piped = Piped {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        tree.apply_layer(&mut piped, sink, &mut |_| {
+            progress(read.load(Ordering::Relaxed))
+        })
+    })
+}
+
+/// Counts the (compressed) bytes read, for progress.
+struct Counted<'a, R> {
+    inner: R,
+    read: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The reading end of the decompression thread.
+struct Piped {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Piped {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // the thread finished: end of stream
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// (name, inode, file type) of one directory entry.

@@ -90,7 +90,7 @@ pub fn mkfs(a: MkfsArgs) -> anyhow::Result<()> {
         headroom: a.headroom,
         ..Default::default()
     };
-    let stats = write_image(readers, total, &a.output, &opts, a.quiet)
+    let stats = write_image(readers, total, &a.output, &opts, a.quiet, false)
         .with_context(|| format!("writing {}", a.output.display()))?;
     report(&a.output, &stats, a.quiet);
     Ok(())
@@ -114,7 +114,7 @@ pub fn image_mkfs(ctx: &Context, a: ImageMkfsArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let (readers, total) = layer_readers(&store, &found.record)?;
-    let stats = write_image(readers, total, &output, &opts, a.quiet)
+    let stats = write_image(readers, total, &output, &opts, a.quiet, false)
         .with_context(|| format!("writing {} from {}", output.display(), a.reference))?;
     report(&output, &stats, a.quiet);
     Ok(())
@@ -148,7 +148,7 @@ pub fn cached_rootfs(
         return Ok((path, false));
     }
     let (readers, total) = layer_readers(store, rec)?;
-    let stats = write_image(readers, total, &path, opts, quiet)?;
+    let stats = write_image(readers, total, &path, opts, quiet, true)?;
     let mut perm = std::fs::metadata(&path)?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o444);
     std::fs::set_permissions(&path, perm)?;
@@ -187,13 +187,16 @@ pub fn layer_readers(
     Ok((readers, total))
 }
 
-/// Writes to a temp file beside `out` and renames, so a failure leaves nothing behind.
+/// Writes to a temp file beside `out` and renames, so a failure leaves nothing
+/// behind. `durable`: fsync before the rename (for the store's cache, which must
+/// survive a crash whole; a user's output file is treated like `cp` treats it).
 pub fn write_image(
     readers: Vec<BufReader<File>>,
     total: u64,
     out: &Path,
     opts: &Options,
     quiet: bool,
+    durable: bool,
 ) -> anyhow::Result<writer::Stats> {
     let dir = out
         .parent()
@@ -208,7 +211,9 @@ pub fn write_image(
     let result = (|| -> anyhow::Result<writer::Stats> {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let stats = writer::build(readers, &mut f, opts, &mut |n| bar.set_position(n))?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, out)?;
         Ok(stats)
     })();

@@ -272,12 +272,21 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let rest = self.remaining + self.pad;
+        let (data, pad) = (self.remaining, self.pad);
         self.remaining = 0;
         self.pad = 0;
-        self.skip(rest, &|| {
+        self.skip(data, &|| {
             "the archive ends inside the data of an entry".to_string()
         })?;
+        // Like Go's reader (and so docker and containerd): the stream may end
+        // right after the last entry's data, without padding or end marker.
+        // umoci, for one, writes layers like that.
+        let mut buf = [0u8; 512];
+        let got = self.fill(&mut buf[..pad as usize])?;
+        if got < pad as usize {
+            self.done = true;
+            return Ok(None);
+        }
 
         let mut pax: Option<Pax> = None;
         let mut long_name: Option<Vec<u8>> = None;
@@ -291,14 +300,12 @@ impl<R: Read> TarReader<R> {
                         "the archive ends after an extension header, before its entry".into(),
                     ));
                 }
-                if at == 0 {
-                    // A completely empty layer: nothing to apply.
-                    self.done = true;
-                    return Ok(None);
-                }
-                return Err(LayerError::Truncated(format!(
-                    "no end-of-archive marker after byte {at}"
-                )));
+                // A clean end between entries (or an empty layer) ends the
+                // archive, as in Go; a stream cut inside a header or inside
+                // data is still an error.
+                let _ = at;
+                self.done = true;
+                return Ok(None);
             };
             if is_zero_block(&blk) {
                 if pending_ext {
@@ -1356,11 +1363,13 @@ mod tests {
         let mut bad = tar[..end + 512].to_vec();
         bad.extend([1u8; 512]);
         assert!(matches!(entries(&bad), Err(LayerError::Corrupt { .. })));
-        // Without any marker: an error (truncated at an entry boundary).
-        assert!(matches!(
-            entries(&tar[..end]),
-            Err(LayerError::Truncated(_))
-        ));
+        // Without any marker, ending at an entry boundary: accepted, like Go
+        // (umoci writes layers like that).
+        assert_eq!(entries(&tar[..end]).unwrap().len(), 1);
+        // Without padding after the last data, too.
+        assert_eq!(entries(&tar[..512 + 1]).unwrap().len(), 1);
+        // Ending inside the data is an error.
+        assert!(entries(&tar[..512]).is_err());
         // Extension header at the very end.
         let pax = Tar::new()
             .add(

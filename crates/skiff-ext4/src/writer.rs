@@ -44,6 +44,8 @@ pub enum Error {
     XattrTooLarge { path: String },
     #[error("{path}: symlink target longer than 4095 bytes")]
     SymlinkTooLong { path: String },
+    #[error("/lost+found in the layers is not a directory; ext4 needs it to be one")]
+    LostFoundNotDir,
     #[error("directory (inode {ino}): {message}")]
     Directory { ino: u32, message: String },
     #[error("{path}: too fragmented ({extents} extents)")]
@@ -398,7 +400,8 @@ impl Layout {
                 });
                 false
             }
-            Some(_) => false, // a layer put something else there; leave it
+            // e2fsck needs /lost+found to be a directory.
+            Some(_) => return Err(Error::LostFoundNotDir),
             None => {
                 items.push(Item {
                     ino: LOST_FOUND_INO,

@@ -566,7 +566,11 @@ impl Layout {
         let wanted_inodes = used_inodes + headroom * BLOCK_SIZE / BYTES_PER_INODE;
 
         // Geometry depends on the size, which depends on the metadata: iterate.
-        let mut total = data_end as u64 + fixed + headroom;
+        // A group holds at most 32768 inodes: enough groups for every inode
+        // (the last one not tiny).
+        let min_groups = used_inodes.div_ceil(32768).max(1);
+        let min_total = (min_groups - 1) * BLOCKS_PER_GROUP as u64 + 1024;
+        let mut total = (data_end as u64 + fixed + headroom).max(min_total);
         let mut plan = None;
         for _ in 0..16 {
             let groups = total.div_ceil(BLOCKS_PER_GROUP as u64).max(1);
@@ -577,11 +581,6 @@ impl Layout {
             }
             let mut ipg = wanted_inodes.div_ceil(groups).div_ceil(16) * 16;
             ipg = ipg.clamp(16, 32768);
-            if ipg * groups < used_inodes {
-                // More inodes than groups can hold: grow the filesystem.
-                total = used_inodes.div_ceil(32768) * BLOCKS_PER_GROUP as u64;
-                continue;
-            }
             let itb = ipg * INODE_SIZE as u64 / BLOCK_SIZE;
             let journal = if opts.journal {
                 superblock::default_journal_blocks(total) as u64
@@ -595,15 +594,15 @@ impl Layout {
             let new_total = match opts.size {
                 Some(size) => {
                     let given = size / BLOCK_SIZE;
-                    if given < needed {
+                    if given < needed.max(min_total) {
                         return Err(Error::TooSmall {
-                            needed: needed * BLOCK_SIZE,
+                            needed: needed.max(min_total) * BLOCK_SIZE,
                             given: size,
                         });
                     }
                     given
                 }
-                None => needed + headroom,
+                None => (needed + headroom).max(min_total),
             };
             plan = Some((
                 groups as u32,

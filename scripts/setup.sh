@@ -12,6 +12,9 @@ PACKAGES=(
   jq curl ca-certificates python3 bc
   e2fsprogs
   gcc libc6-dev pkg-config
+  protobuf-compiler # protoc, for skiff-proto's generated gRPC code
+  cpio              # tests read back the initramfs
+  qemu-system-x86   # the VMM (microvm machine)
 )
 
 # --peers: also the peers the slow compatibility suite checks against.

@@ -1,0 +1,119 @@
+//! gRPC over one already-open byte stream: the host's end of the control
+//! socket, or the guest's virtio-serial port. There is no listener and no
+//! reconnect: one stream is one HTTP/2 connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::v1::agent_client::AgentClient;
+use crate::v1::agent_server::{Agent, AgentServer};
+
+/// HTTP/2 windows larger than the 64 KiB default: stdio of a busy process
+/// should not wait for window updates across a slow (emulated) link.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// Opens the gRPC client over `io` (after [`crate::session::host_handshake`]).
+pub async fn connect<IO>(io: IO) -> Result<AgentClient<Channel>, tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let slot = Arc::new(Mutex::new(Some(io)));
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let io = slot.lock().ok().and_then(|mut s| s.take());
+        async move {
+            io.map(TokioIo::new)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the control channel is closed"))
+        }
+    });
+    let channel = Endpoint::from_static("http://skiff-guest")
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .connect_with_connector(connector)
+        .await?;
+    Ok(AgentClient::new(channel)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20))
+}
+
+/// Serves `agent` on `io` until the connection ends (after
+/// [`crate::session::guest_handshake`]).
+pub async fn serve<IO, A>(io: IO, agent: A) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    A: Agent,
+{
+    let incoming = futures_once(ServerIo(io));
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(
+            AgentServer::new(agent)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(16 << 20),
+        )
+        .serve_with_incoming(incoming)
+        .await
+}
+
+/// A stream yielding one connection, then ending.
+fn futures_once<T: Send + 'static>(item: T) -> impl tokio_stream_like::Stream<Item = Result<T, io::Error>> {
+    tokio_stream_like::Once(Some(item))
+}
+
+mod tokio_stream_like {
+    pub use tonic::codegen::tokio_stream::Stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct Once<T>(pub Option<T>);
+    impl<T> Unpin for Once<T> {}
+    impl<T> Stream for Once<T> {
+        type Item = Result<T, std::io::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready(self.0.take().map(Ok))
+        }
+    }
+}
+
+/// A byte stream that tonic's server accepts as a connection.
+pub struct ServerIo<IO>(pub IO);
+
+impl<IO> tonic::transport::server::Connected for ServerIo<IO> {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for ServerIo<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ServerIo<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}

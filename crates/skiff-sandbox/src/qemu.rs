@@ -1,0 +1,437 @@
+//! The QEMU binary and the command line of a microvm.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::accel::Accel;
+use crate::kernel::KernelInfo;
+
+/// The machine. `x-option-roms=off`: no option ROMs to load or run (the
+/// kernel is entered through its PVH note, no firmware detour). `rtc=off`:
+/// the guest needs no CMOS clock (it gets the time from the host over the
+/// control channel). `isa-serial=on`: ttyS0 for the console log and the probe.
+/// The PIT, PIC and ACPI stay at their defaults; see the README of this crate
+/// (module docs of [`crate::vm`]) for the measurements behind that.
+pub const MACHINE: &str = "microvm,x-option-roms=off,isa-serial=on,rtc=off";
+
+/// Kernel command line used on every boot. `quiet`: printk to a 115200-baud
+/// emulated UART is slow. `panic=-1` + `-no-reboot`: a guest panic ends QEMU
+/// instead of hanging. `pci=off`: microvm has no PCI bus, so don't probe one.
+/// `i8042.*`: no keyboard controller to probe either. `tsc=reliable
+/// no_timer_check`: skip the TSC watchdog and the IO-APIC timer check, which
+/// cost a second under TCG and nothing useful under KVM.
+pub const BASE_CMDLINE: &[&str] = &[
+    "console=ttyS0",
+    "quiet",
+    "panic=-1",
+    "pci=off",
+    "i8042.noaux",
+    "i8042.nokbd",
+    "tsc=reliable",
+    "no_timer_check",
+];
+
+/// Under TCG only: skip the delay-loop calibration, which emulated runs slowly
+/// (KVM calibrates from the TSC in microseconds and needs no hint).
+pub const TCG_CMDLINE: &[&str] = &["lpj=5000000"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("{0} not found; install QEMU (apt-get install qemu-system-x86) or set SKIFF_QEMU to its path")]
+    NotFound(String),
+    #[error("running {path} --version: {detail}")]
+    Version { path: PathBuf, detail: String },
+}
+
+/// A `qemu-system-x86_64` executable.
+#[derive(Debug)]
+pub struct QemuBinary {
+    pub path: PathBuf,
+    version: OnceLock<String>,
+}
+
+impl Clone for QemuBinary {
+    fn clone(&self) -> Self {
+        let version = OnceLock::new();
+        if let Some(v) = self.version.get() {
+            let _ = version.set(v.clone());
+        }
+        Self {
+            path: self.path.clone(),
+            version,
+        }
+    }
+}
+
+impl QemuBinary {
+    /// `SKIFF_QEMU`, else `qemu-system-x86_64` on PATH.
+    pub fn find() -> Result<Self, QemuError> {
+        if let Some(p) = std::env::var_os("SKIFF_QEMU").filter(|p| !p.is_empty()) {
+            let p = PathBuf::from(p);
+            if !is_executable(&p) {
+                return Err(QemuError::NotFound(format!("SKIFF_QEMU={}", p.display())));
+            }
+            return Ok(Self::at(p));
+        }
+        let name = "qemu-system-x86_64";
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|d| d.join(name))
+            .find(|p| is_executable(p))
+            .map(Self::at)
+            .ok_or_else(|| QemuError::NotFound(name.into()))
+    }
+
+    pub fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            version: OnceLock::new(),
+        }
+    }
+
+    /// The version QEMU reports, e.g. `7.2.22`; asked once, then remembered.
+    pub fn version(&self) -> Result<String, QemuError> {
+        if let Some(v) = self.version.get() {
+            return Ok(v.clone());
+        }
+        let err = |detail: String| QemuError::Version {
+            path: self.path.clone(),
+            detail,
+        };
+        let out = std::process::Command::new(&self.path)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = parse_version(&text)
+            .ok_or_else(|| err(format!("unexpected output {:?}", text.trim())))?;
+        let _ = self.version.set(v.clone());
+        Ok(v)
+    }
+}
+
+fn parse_version(text: &str) -> Option<String> {
+    let rest = text.lines().next()?.split("version ").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
+fn is_executable(p: &Path) -> bool {
+    rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qcow2 => "qcow2",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// A virtio-blk disk. The guest sees them as /dev/vda, /dev/vdb, ... in order.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub readonly: bool,
+}
+
+/// Everything needed to boot one VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub qemu: QemuBinary,
+    pub kernel: KernelInfo,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disks: Vec<Disk>,
+    /// Where control.sock, console.log and qemu.log go. Created if missing.
+    pub state_dir: PathBuf,
+    /// Appended to the kernel command line.
+    pub extra_cmdline: Vec<String>,
+    /// skiff-init logs to the console (console.log).
+    pub debug: bool,
+    /// From QEMU's start to the agent's Hello answer.
+    pub boot_timeout: Duration,
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone)]
+pub enum Console {
+    /// Appended to a file (console.log).
+    File(PathBuf),
+    /// QEMU's stdout (the accelerator probe reads it).
+    Stdout,
+}
+
+/// The kernel command line for `accel` (+ `extra`).
+pub fn kernel_cmdline(accel: Accel, debug: bool, extra: &[String]) -> String {
+    let mut parts: Vec<&str> = BASE_CMDLINE.to_vec();
+    if accel == Accel::Tcg {
+        parts.extend_from_slice(TCG_CMDLINE);
+    }
+    if debug {
+        parts.push(skiff_proto::CMDLINE_DEBUG);
+    }
+    parts.extend(extra.iter().map(String::as_str));
+    parts.join(" ")
+}
+
+/// Escapes a value for QEMU's `key=value,...` option syntax (`,` → `,,`).
+pub fn opt_value(v: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+fn opt(prefix: &str, path: &Path, suffix: &str) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(opt_value(path.as_os_str()));
+    s.push(suffix);
+    s
+}
+
+/// The arguments shared by a VM and the probe: machine, accelerator, CPU,
+/// memory, kernel, initramfs, command line, serial console.
+pub fn base_args(
+    accel: Accel,
+    cpus: u32,
+    memory_mib: u32,
+    kernel: &KernelInfo,
+    initramfs: &Path,
+    cmdline: &str,
+    console: &Console,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(s.into());
+    push("-M");
+    push(MACHINE);
+    match accel {
+        Accel::Kvm => {
+            push("-accel");
+            push("kvm");
+            push("-cpu");
+            push("host");
+        }
+        Accel::Tcg => {
+            push("-accel");
+            // One host thread per vCPU; with one vCPU the default is as fast.
+            push(if cpus > 1 { "tcg,thread=multi" } else { "tcg" });
+            push("-cpu");
+            push("max");
+        }
+    }
+    for s in [
+        "-m".to_string(),
+        memory_mib.to_string(),
+        "-smp".into(),
+        cpus.max(1).to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+    ] {
+        a.push(s.into());
+    }
+    a.push("-kernel".into());
+    a.push(kernel.vmlinux.clone().into());
+    a.push("-initrd".into());
+    a.push(initramfs.into());
+    a.push("-append".into());
+    a.push(cmdline.into());
+    a.push("-chardev".into());
+    a.push(match console {
+        Console::File(p) => opt("file,id=con,path=", p, ""),
+        Console::Stdout => "stdio,id=con,signal=off".into(),
+    });
+    a.push("-serial".into());
+    a.push("chardev:con".into());
+    a
+}
+
+/// The full QEMU command line of `cfg`. QEMU connects, as a client, to
+/// `control` (a listening UNIX socket) for the skiff.control port.
+pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
+    let cmdline = kernel_cmdline(cfg.accel, cfg.debug, &cfg.extra_cmdline);
+    let console = Console::File(cfg.state_dir.join("console.log"));
+    let mut a = base_args(
+        cfg.accel,
+        cfg.cpus,
+        cfg.memory_mib,
+        &cfg.kernel,
+        &cfg.initramfs,
+        &cmdline,
+        &console,
+    );
+    for (i, d) in cfg.disks.iter().enumerate() {
+        a.push("-drive".into());
+        let ro = if d.readonly { ",readonly=on" } else { "" };
+        a.push(opt(
+            &format!(
+                "if=none,id=disk{i},format={},discard=unmap,file=",
+                d.format.as_str()
+            ),
+            &d.path,
+            ro,
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-device,drive=disk{i}").into());
+    }
+    a.push("-device".into());
+    a.push("virtio-serial-device".into());
+    a.push("-chardev".into());
+    a.push(opt("socket,id=ctl,path=", control, ""));
+    a.push("-device".into());
+    a.push(
+        format!(
+            "virtserialport,chardev=ctl,name={}",
+            skiff_proto::CONTROL_PORT_NAME
+        )
+        .into(),
+    );
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(accel: Accel, cpus: u32) -> VmConfig {
+        VmConfig {
+            qemu: QemuBinary::at("/usr/bin/qemu-system-x86_64".into()),
+            kernel: KernelInfo {
+                release: "6.1".into(),
+                vmlinux: "/k/vmlinux".into(),
+                modules_dir: "/k/modules".into(),
+                modules: vec![],
+            },
+            initramfs: "/c/initramfs.cpio".into(),
+            accel,
+            cpus,
+            memory_mib: 512,
+            disks: vec![
+                Disk {
+                    path: "/r/base,1.qcow2".into(),
+                    format: DiskFormat::Qcow2,
+                    readonly: false,
+                },
+                Disk {
+                    path: "/r/extra.raw".into(),
+                    format: DiskFormat::Raw,
+                    readonly: true,
+                },
+            ],
+            state_dir: "/s".into(),
+            extra_cmdline: vec!["foo=bar".into()],
+            debug: true,
+            boot_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn strings(a: &[OsString]) -> Vec<String> {
+        a.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn tcg_vm_arguments() {
+        let a = strings(&vm_args(&cfg(Accel::Tcg, 2), Path::new("/s/control.sock")));
+        assert_eq!(after(&a, "-M"), [MACHINE]);
+        assert_eq!(after(&a, "-accel"), ["tcg,thread=multi"]);
+        assert_eq!(after(&a, "-cpu"), ["max"]);
+        assert_eq!(after(&a, "-m"), ["512"]);
+        assert_eq!(after(&a, "-smp"), ["2"]);
+        for f in ["-nodefaults", "-no-user-config", "-no-reboot"] {
+            assert!(a.iter().any(|x| x == f), "{f}");
+        }
+        assert_eq!(after(&a, "-display"), ["none"]);
+        assert_eq!(after(&a, "-kernel"), ["/k/vmlinux"]);
+        assert_eq!(after(&a, "-initrd"), ["/c/initramfs.cpio"]);
+        let append = after(&a, "-append")[0];
+        assert!(
+            append.starts_with("console=ttyS0 quiet panic=-1"),
+            "{append}"
+        );
+        assert!(
+            append.contains("lpj=") && append.contains(skiff_proto::CMDLINE_DEBUG),
+            "{append}"
+        );
+        assert!(append.ends_with(" foo=bar"), "{append}");
+        assert_eq!(
+            after(&a, "-drive"),
+            [
+                "if=none,id=disk0,format=qcow2,discard=unmap,file=/r/base,,1.qcow2",
+                "if=none,id=disk1,format=raw,discard=unmap,file=/r/extra.raw,readonly=on"
+            ]
+        );
+        assert_eq!(
+            after(&a, "-device"),
+            [
+                "virtio-blk-device,drive=disk0",
+                "virtio-blk-device,drive=disk1",
+                "virtio-serial-device",
+                "virtserialport,chardev=ctl,name=skiff.control"
+            ]
+        );
+        assert_eq!(
+            after(&a, "-chardev"),
+            [
+                "file,id=con,path=/s/console.log",
+                "socket,id=ctl,path=/s/control.sock"
+            ]
+        );
+        assert_eq!(after(&a, "-serial"), ["chardev:con"]);
+    }
+
+    #[test]
+    fn kvm_vm_arguments() {
+        let a = strings(&vm_args(&cfg(Accel::Kvm, 1), Path::new("/s/control.sock")));
+        assert_eq!(after(&a, "-accel"), ["kvm"]);
+        assert_eq!(after(&a, "-cpu"), ["host"]);
+        assert!(
+            !after(&a, "-append")[0].contains("lpj="),
+            "lpj= only under TCG"
+        );
+        let a = strings(&vm_args(&cfg(Accel::Tcg, 1), Path::new("/s/control.sock")));
+        assert_eq!(after(&a, "-accel"), ["tcg"]);
+    }
+
+    #[test]
+    fn option_values_escape_commas() {
+        assert_eq!(opt_value(OsStr::new("a,b,,c")), OsStr::new("a,,b,,,,c"));
+    }
+
+    #[test]
+    fn version_line() {
+        let text = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright";
+        assert_eq!(parse_version(text).as_deref(), Some("7.2.22"));
+        assert_eq!(parse_version("nonsense"), None);
+    }
+}

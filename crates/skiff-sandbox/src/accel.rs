@@ -120,7 +120,7 @@ pub fn choose(
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_PROBE_TIMEOUT);
     let started = Instant::now();
-    let (accel, reason) = match probe(qemu, kernel, initramfs, timeout) {
+    let (accel, reason) = match probe_boot(qemu, Accel::Kvm, kernel, initramfs, timeout) {
         Ok(()) => (Accel::Kvm, "KVM probe boot succeeded".to_owned()),
         Err(why) => (
             Accel::Tcg,
@@ -169,17 +169,19 @@ fn save(cache_dir: &Path, entry: &CacheEntry) {
     }
 }
 
-/// Boots under KVM and waits for the probe marker on the serial console.
-/// Err carries the reason. QEMU is killed and reaped on every path.
-fn probe(
+/// Boots with `skiff.probe=1` under `accel` and waits up to `timeout` for the
+/// probe marker on the serial console. Err carries the reason (QEMU's last
+/// stderr line, or the timeout). QEMU is killed and reaped on every path.
+pub fn probe_boot(
     qemu: &QemuBinary,
+    accel: Accel,
     kernel: &KernelInfo,
     initramfs: &Path,
     timeout: Duration,
 ) -> Result<(), String> {
-    let cmdline = qemu::kernel_cmdline(Accel::Kvm, false, &[skiff_proto::CMDLINE_PROBE.to_owned()]);
+    let cmdline = qemu::kernel_cmdline(accel, false, &[skiff_proto::CMDLINE_PROBE.to_owned()]);
     let args = qemu::base_args(
-        Accel::Kvm,
+        accel,
         1,
         PROBE_MEMORY_MIB,
         kernel,

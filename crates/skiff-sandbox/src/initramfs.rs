@@ -161,8 +161,7 @@ fn order_file(modules: &[String]) -> String {
 }
 
 fn write_newc<W: Write>(w: &mut W, entries: &[Entry<'_>]) -> std::io::Result<()> {
-    let mut ino = 1u32;
-    for e in entries {
+    for (ino, e) in (1u32..).zip(entries) {
         let (name, mode, data, rdev): (&str, u32, &[u8], (u32, u32)) = match e {
             Entry::Dir(n) => (n, S_IFDIR | 0o755, &[], (0, 0)),
             Entry::File { name, mode, data } => (name, S_IFREG | mode, data, (0, 0)),
@@ -177,7 +176,6 @@ fn write_newc<W: Write>(w: &mut W, entries: &[Entry<'_>]) -> std::io::Result<()>
         write_header(w, ino, mode, nlink, data.len(), rdev, name)?;
         w.write_all(data)?;
         pad4(w, data.len())?;
-        ino += 1;
     }
     write_header(w, 0, 0, 1, 0, (0, 0), "TRAILER!!!")
 }

@@ -511,7 +511,7 @@ mod tests {
         f.extend_from_slice(modinfo.as_bytes());
         let str_off = f.len();
         f.extend_from_slice(shstrtab);
-        while f.len() % 8 != 0 {
+        while f.len() & 7 != 0 {
             f.push(0);
         }
         let shoff = f.len();

@@ -34,9 +34,44 @@ pub const BASE_CMDLINE: &[&str] = &[
     "no_timer_check",
 ];
 
-/// Under TCG only: skip the delay-loop calibration, which emulated runs slowly
-/// (KVM calibrates from the TSC in microseconds and needs no hint).
-pub const TCG_CMDLINE: &[&str] = &["lpj=5000000"];
+/// Under TCG the kernel calibrates the TSC against the emulated PIT with a
+/// timed busy loop; on a loaded host the emulation is too slow for it, the
+/// calibration fails ("tsc: Unable to calibrate against PIT"), the TSC is
+/// marked unstable and the boot hangs with the clock stuck at 0. Measured
+/// here: every TCG boot hung under load until the frequency was given. TCG's
+/// guest TSC is the host's, so the host's rate is the right value; with it
+/// the delay loop is derived too (no `lpj=` needed). KVM calibrates from
+/// paravirtual clocks and gets neither.
+pub fn tcg_cmdline() -> Vec<String> {
+    vec![format!("tsc_early_khz={}", host_tsc_khz())]
+}
+
+/// The host's TSC rate in kHz. /proc/cpuinfo's `bogomips` is twice the TSC
+/// rate in MHz on x86 (the delay loop runs on the TSC); `cpu MHz` is the
+/// fallback (the current clock, close to the TSC rate on constant-TSC CPUs).
+pub fn host_tsc_khz() -> u64 {
+    static KHZ: OnceLock<u64> = OnceLock::new();
+    *KHZ.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| tsc_khz_from_cpuinfo(&t))
+            .unwrap_or(2_000_000)
+    })
+}
+
+fn tsc_khz_from_cpuinfo(text: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| *v > 100.0)
+    };
+    let khz = field("bogomips")
+        .map(|b| b * 500.0)
+        .or_else(|| field("cpu MHz").map(|m| m * 1000.0))?;
+    Some(khz.round() as u64)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -182,9 +217,12 @@ pub enum Console {
 /// The kernel command line for `accel` (+ `extra`).
 pub fn kernel_cmdline(accel: Accel, debug: bool, extra: &[String]) -> String {
     let mut parts: Vec<&str> = BASE_CMDLINE.to_vec();
-    if accel == Accel::Tcg {
-        parts.extend_from_slice(TCG_CMDLINE);
-    }
+    let tcg = if accel == Accel::Tcg {
+        tcg_cmdline()
+    } else {
+        Vec::new()
+    };
+    parts.extend(tcg.iter().map(String::as_str));
     if debug {
         parts.push(skiff_proto::CMDLINE_DEBUG);
     }
@@ -380,7 +418,7 @@ mod tests {
             "{append}"
         );
         assert!(
-            append.contains("lpj=") && append.contains(skiff_proto::CMDLINE_DEBUG),
+            append.contains("tsc_early_khz=") && append.contains(skiff_proto::CMDLINE_DEBUG),
             "{append}"
         );
         assert!(append.ends_with(" foo=bar"), "{append}");
@@ -416,8 +454,8 @@ mod tests {
         assert_eq!(after(&a, "-accel"), ["kvm"]);
         assert_eq!(after(&a, "-cpu"), ["host"]);
         assert!(
-            !after(&a, "-append")[0].contains("lpj="),
-            "lpj= only under TCG"
+            !after(&a, "-append")[0].contains("tsc_early_khz="),
+            "the TSC rate only under TCG"
         );
         let a = strings(&vm_args(&cfg(Accel::Tcg, 1), Path::new("/s/control.sock")));
         assert_eq!(after(&a, "-accel"), ["tcg"]);
@@ -426,6 +464,14 @@ mod tests {
     #[test]
     fn option_values_escape_commas() {
         assert_eq!(opt_value(OsStr::new("a,b,,c")), OsStr::new("a,,b,,,,c"));
+    }
+
+    #[test]
+    fn tsc_rate_from_cpuinfo() {
+        let t = "processor\t: 0\ncpu MHz\t\t: 2445.404\nbogomips\t: 4890.80\n";
+        assert_eq!(tsc_khz_from_cpuinfo(t), Some(2_445_400));
+        assert_eq!(tsc_khz_from_cpuinfo("cpu MHz\t: 3000.0\n"), Some(3_000_000));
+        assert_eq!(tsc_khz_from_cpuinfo("nothing"), None);
     }
 
     #[test]

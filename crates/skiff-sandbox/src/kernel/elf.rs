@@ -52,6 +52,9 @@ fn slice(d: &[u8], off: usize, len: usize) -> Option<&[u8]> {
 }
 
 /// One section: its name and bytes.
+/// A note: name (without NUL), type, descriptor.
+pub type Note<'a> = (&'a [u8], u32, &'a [u8]);
+
 pub struct Section<'a> {
     pub name: &'a [u8],
     pub kind: u32,
@@ -72,7 +75,7 @@ impl<'a> Elf<'a> {
 
     /// Notes from program headers (PT_NOTE), falling back to note sections:
     /// (name without NUL, type, descriptor).
-    pub fn notes(&self) -> Result<Vec<(&'a [u8], u32, &'a [u8])>, ElfError> {
+    pub fn notes(&self) -> Result<Vec<Note<'a>>, ElfError> {
         let d = self.data;
         let phoff = usize_at(d, 32).ok_or(ElfError::Corrupt("header"))?;
         let phentsize = usize::from(u16_at(d, 54).ok_or(ElfError::Corrupt("header"))?);
@@ -157,10 +160,7 @@ fn align4(n: usize) -> Option<usize> {
     n.checked_add(3).map(|n| n & !3)
 }
 
-fn parse_notes<'a>(
-    mut b: &'a [u8],
-    out: &mut Vec<(&'a [u8], u32, &'a [u8])>,
-) -> Result<(), ElfError> {
+fn parse_notes<'a>(mut b: &'a [u8], out: &mut Vec<Note<'a>>) -> Result<(), ElfError> {
     let bad = || ElfError::Corrupt("note");
     while b.len() >= 12 {
         let namesz = u32_at(b, 0).ok_or_else(bad)? as usize;

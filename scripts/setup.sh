@@ -14,7 +14,6 @@ PACKAGES=(
   gcc libc6-dev pkg-config
   protobuf-compiler # protoc, for skiff-proto's generated gRPC code
   cpio              # tests read back the initramfs
-  qemu-system-x86   # the VMM (microvm machine)
 )
 
 # --peers: also the peers the slow compatibility suite checks against.
@@ -36,11 +35,28 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# QEMU: the VMM (qemu-system-x86, microvm machine) and qemu-img (qcow2
+# overlays). Both from the same suite: installing bookworm's qemu-system-x86
+# beside a newer qemu-utils (e.g. from backports) removes qemu-utils.
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: need root to install qemu-system-x86 and qemu-utils" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  ((${#missing[@]})) || apt-get update -qq
+  apt-get install -y -qq --no-install-recommends --allow-downgrades \
+    qemu-system-x86 "qemu-utils/$suite" >/dev/null
+fi
+qemu-system-x86_64 --version >/dev/null || { echo "setup: qemu-system-x86_64 does not run" >&2; exit 1; }
+qemu-img --version >/dev/null || { echo "setup: qemu-img does not run" >&2; exit 1; }
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and re-run" >&2
   exit 1
 fi
-for t in docker-registry skopeo umoci htpasswd; do
+for t in docker-registry skopeo umoci htpasswd protoc cpio; do
   command -v "$t" >/dev/null || { echo "setup: $t missing after install" >&2; exit 1; }
 done
 echo "setup: ok"

@@ -41,7 +41,10 @@ fn valid_token(s: &str) -> bool {
 
 /// Reads one line (without the newline). Bytes beyond [`MAX_LINE`] restart the
 /// line. `Ok(None)` on EOF.
-async fn read_line<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<String>> {
+async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
     buf.clear();
     let mut byte = [0u8; 1];
     loop {
@@ -80,13 +83,18 @@ where
             }
             line = read_line(io, &mut buf) => line?,
         };
-        let Some(line) = line else { return Err(SessionError::Closed) };
+        let Some(line) = line else {
+            return Err(SessionError::Closed);
+        };
         let mut words = line.split(' ');
         if words.next() != Some(READY) || words.next() != Some(session) {
             continue;
         }
-        let Some(nonce) = words.next().filter(|n| valid_token(n)) else { continue };
-        io.write_all(format!("{GO} {session} {nonce}\n").as_bytes()).await?;
+        let Some(nonce) = words.next().filter(|n| valid_token(n)) else {
+            continue;
+        };
+        io.write_all(format!("{GO} {session} {nonce}\n").as_bytes())
+            .await?;
         io.flush().await?;
         return Ok(());
     }
@@ -112,16 +120,21 @@ where
         let mut words = line.split(' ');
         match words.next() {
             Some(HELLO) => {
-                let Some(sid) = words.next().filter(|s| valid_token(s)) else { continue };
+                let Some(sid) = words.next().filter(|s| valid_token(s)) else {
+                    continue;
+                };
                 if answered.as_deref() == Some(sid) {
                     continue;
                 }
-                io.write_all(format!("{READY} {sid} {nonce}\n").as_bytes()).await?;
+                io.write_all(format!("{READY} {sid} {nonce}\n").as_bytes())
+                    .await?;
                 io.flush().await?;
                 answered = Some(sid.to_owned());
             }
             Some(GO) => {
-                let (Some(sid), Some(n)) = (words.next(), words.next()) else { continue };
+                let (Some(sid), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
                 if answered.as_deref() == Some(sid) && n == nonce {
                     return Ok(sid.to_owned());
                 }
@@ -139,8 +152,13 @@ mod tests {
     async fn fresh_session_after_stale_bytes() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
         // Leftovers of an earlier owner on both sides.
-        host.write_all(b"\x00\x00\x12garbage PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nSKIFF-GO old n0\n").await.unwrap();
-        guest.write_all(b"SKIFF-READY old n0\nstale h2 bytes\n").await.unwrap();
+        host.write_all(b"\x00\x00\x12garbage PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nSKIFF-GO old n0\n")
+            .await
+            .unwrap();
+        guest
+            .write_all(b"SKIFF-READY old n0\nstale h2 bytes\n")
+            .await
+            .unwrap();
         let g = tokio::spawn(async move {
             let sid = guest_handshake(&mut guest, "nonce1").await.unwrap();
             let mut rest = [0u8; 5];
@@ -158,7 +176,9 @@ mod tests {
     async fn repeated_hello_is_answered_once() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
         // Three HELLOs queued before the guest reads: one READY only.
-        host.write_all(b"SKIFF-HELLO s2\nSKIFF-HELLO s2\n").await.unwrap();
+        host.write_all(b"SKIFF-HELLO s2\nSKIFF-HELLO s2\n")
+            .await
+            .unwrap();
         let g = tokio::spawn(async move {
             guest_handshake(&mut guest, "n").await.unwrap();
             let mut after = [0u8; 2];
@@ -170,7 +190,10 @@ mod tests {
         host.write_all(b"h2").await.unwrap();
         let mut reply = [0u8; 2];
         host.read_exact(&mut reply).await.unwrap();
-        assert_eq!(&reply, b"ok", "nothing but the single READY preceded the payload");
+        assert_eq!(
+            &reply, b"ok",
+            "nothing but the single READY preceded the payload"
+        );
         assert_eq!(&g.await.unwrap(), b"h2");
     }
 
@@ -178,12 +201,18 @@ mod tests {
     async fn closed_channel_is_an_error() {
         let (mut host, guest) = tokio::io::duplex(64);
         drop(guest);
-        assert!(matches!(host_handshake(&mut host, "s").await, Err(SessionError::Closed) | Err(SessionError::Io(_))));
+        assert!(matches!(
+            host_handshake(&mut host, "s").await,
+            Err(SessionError::Closed) | Err(SessionError::Io(_))
+        ));
     }
 
     #[tokio::test]
     async fn rejects_bad_session_ids() {
         let (mut host, _guest) = tokio::io::duplex(64);
-        assert!(matches!(host_handshake(&mut host, "a b").await, Err(SessionError::BadSessionId(_))));
+        assert!(matches!(
+            host_handshake(&mut host, "a b").await,
+            Err(SessionError::BadSessionId(_))
+        ));
     }
 }

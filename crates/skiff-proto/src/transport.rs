@@ -28,8 +28,9 @@ where
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let io = slot.lock().ok().and_then(|mut s| s.take());
         async move {
-            io.map(TokioIo::new)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the control channel is closed"))
+            io.map(TokioIo::new).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "the control channel is closed")
+            })
         }
     });
     let channel = Endpoint::from_static("http://skiff-guest")
@@ -63,14 +64,16 @@ where
 }
 
 /// A stream yielding one connection, then ending.
-fn futures_once<T: Send + 'static>(item: T) -> impl tokio_stream_like::Stream<Item = Result<T, io::Error>> {
+fn futures_once<T: Send + 'static>(
+    item: T,
+) -> impl tokio_stream_like::Stream<Item = Result<T, io::Error>> {
     tokio_stream_like::Once(Some(item))
 }
 
 mod tokio_stream_like {
-    pub use tonic::codegen::tokio_stream::Stream;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    pub use tonic::codegen::tokio_stream::Stream;
 
     pub struct Once<T>(pub Option<T>);
     impl<T> Unpin for Once<T> {}
@@ -91,13 +94,21 @@ impl<IO> tonic::transport::server::Connected for ServerIo<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for ServerIo<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for ServerIo<IO> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

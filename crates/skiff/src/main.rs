@@ -4,6 +4,7 @@ mod commands;
 mod output;
 mod progress;
 mod resolve;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,15 @@ enum Command {
     /// ones wrote; ownership, modes, times, xattrs and devices are kept without
     /// root. The result passes `e2fsck -fn` and mounts read-write.
     Mkfs(commands::mkfs::MkfsArgs),
+    /// Run a command in a new container, in its own micro-VM.
+    ///
+    /// Pulls the image if it is not stored, builds its base filesystem once,
+    /// boots a VM (KVM when it works, else emulation) and runs the command
+    /// with stdio, terminal, signals and exit code carried across.
+    Run(commands::run::RunArgs),
+    /// This host's VM setup (accelerator, kernel, QEMU) and the guest kernel.
+    #[command(subcommand)]
+    System(commands::system::SystemCommand),
     /// Log in to a registry; credentials go to auth.json.
     Login(commands::login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -50,7 +60,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.debug |= std::env::var("SKIFF_LOG").is_ok_and(|v| v.contains("debug"));
     init_logging(cli.debug);
     match run(cli) {
         Ok(code) => code,
@@ -74,6 +85,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = commands::Context::new(cli.root)?;
     match cli.command {
+        // Exit codes of its own: the container's, or 125/126/127.
+        Command::Run(a) => return Ok(commands::run::run(&ctx, a, cli.debug)),
+        Command::System(c) => commands::system::run(&ctx, c),
         Command::Image(c) => commands::image::run(&ctx, c),
         Command::Pull(a) => commands::image::run(&ctx, commands::image::ImageCommand::Pull(a)),
         Command::Push(a) => commands::image::run(&ctx, commands::image::ImageCommand::Push(a)),
@@ -88,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging(debug: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = if debug {
-        EnvFilter::new("debug,hyper=info,reqwest=info,rustls=info,h2=info")
+        EnvFilter::new("debug,hyper=info,hyper_util=info,reqwest=info,rustls=info,h2=info,tower=info,tonic=info")
     } else {
         EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"))
     };

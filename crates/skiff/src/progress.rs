@@ -85,3 +85,18 @@ pub fn bytes_bar(quiet: bool, total: u64, msg: &'static str) -> ProgressBar {
     b.set_message(msg);
     b
 }
+
+/// A spinner for work of unknown length (on a terminal only).
+pub fn spinner(msg: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    b.set_message(msg);
+    b.enable_steady_tick(std::time::Duration::from_millis(100));
+    b
+}

@@ -169,20 +169,39 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
 }
 
 fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
-    let parsed = Reference::parse_full(&a.reference)?;
-    let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
+    let rec = pull_record(
+        ctx,
+        &a.reference,
+        a.platform.as_deref(),
+        a.concurrency,
+        a.quiet,
+    )?;
+    println!("{}", rec.digest);
+    Ok(())
+}
+
+/// Pulls `reference` into the store (progress on stderr) and returns its record.
+pub fn pull_record(
+    ctx: &Context,
+    reference: &str,
+    platform: Option<&str>,
+    concurrency: usize,
+    quiet: bool,
+) -> anyhow::Result<skiff_oci::store::ImageRecord> {
+    let parsed = Reference::parse_full(reference)?;
+    let platform = platform.map(Platform::parse).transpose()?;
     let store = ctx.store()?;
     let client = ctx.client()?;
-    let bars = progress::for_transfers(a.quiet, "Downloading");
+    let bars = progress::for_transfers(quiet, "Downloading");
     let opts = PullOptions {
         platform,
-        concurrency: a.concurrency,
+        concurrency,
     };
     let started = std::time::Instant::now();
     let pulled = runtime()?
         .block_on(skiff_oci::pull::pull(&client, &store, &parsed, &opts, bars))
         .with_context(|| format!("pulling {}", parsed.reference))?;
-    if !a.quiet {
+    if !quiet {
         let name = pulled
             .record
             .name
@@ -196,8 +215,7 @@ fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    println!("{}", pulled.record.digest);
-    Ok(())
+    Ok(pulled.record)
 }
 
 fn push(ctx: &Context, a: PushArgs) -> anyhow::Result<()> {

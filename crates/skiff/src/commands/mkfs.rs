@@ -4,10 +4,9 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Args;
 use skiff_ext4::writer::{self, Options};
-use skiff_oci::manifest::Manifest;
 use skiff_oci::store::{ImageRecord, Store};
 
 use super::Context;
@@ -120,40 +119,25 @@ pub fn image_mkfs(ctx: &Context, a: ImageMkfsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store's base filesystem for an image, `rootfs/<manifest-hex>.ext4`:
-/// built once (under a lock, so concurrent callers wait rather than build
-/// twice) and read-only afterwards. Returns (path, whether this call built it).
+/// The store's base filesystem for an image (built once, then cached).
+/// Returns (path, whether this call built it).
 pub fn cached_rootfs(
     store: &Store,
     rec: &ImageRecord,
     opts: &Options,
     quiet: bool,
 ) -> anyhow::Result<(PathBuf, bool)> {
-    let dir = store.root().join("rootfs");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{}.ext4", rec.digest.hex()));
-    if path.exists() {
-        return Ok((path, false));
+    let bar = crate::progress::bytes_bar(quiet, 0, "Writing ext4");
+    let r = skiff_runtime::rootfs::cached(store, rec, opts, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let (path, stats) = r?;
+    if let Some(s) = &stats {
+        report(&path, s, quiet);
     }
-    let lock_path = store
-        .root()
-        .join(format!("locks/rootfs-{}.lock", rec.digest.hex()));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    if path.exists() {
-        return Ok((path, false));
-    }
-    let (readers, total) = layer_readers(store, rec)?;
-    let stats = write_image(readers, total, &path, opts, quiet, true)?;
-    let mut perm = std::fs::metadata(&path)?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o444);
-    std::fs::set_permissions(&path, perm)?;
-    crate::commands::mkfs::report(&path, &stats, quiet);
-    Ok((path, true))
+    Ok((path, stats.is_some()))
 }
 
 fn report(out: &Path, s: &writer::Stats, quiet: bool) {
@@ -174,22 +158,10 @@ pub fn layer_readers(
     store: &Store,
     rec: &ImageRecord,
 ) -> anyhow::Result<(Vec<BufReader<File>>, u64)> {
-    let Manifest::Image(img) = Manifest::parse(&store.read_small_blob(&rec.digest)?, None)? else {
-        bail!("{} is not an image manifest", rec.digest);
-    };
-    let mut readers = Vec::new();
-    let mut total = 0;
-    for d in img.layer_digests()? {
-        let f = store.open_blob(&d)?;
-        total += f.metadata()?.len();
-        readers.push(BufReader::with_capacity(1 << 20, f));
-    }
-    Ok((readers, total))
+    Ok(skiff_runtime::rootfs::layer_readers(store, rec)?)
 }
 
-/// Writes to a temp file beside `out` and renames, so a failure leaves nothing
-/// behind. `durable`: fsync before the rename (for the store's cache, which must
-/// survive a crash whole; a user's output file is treated like `cp` treats it).
+/// Writes to a temp file beside `out` and renames (see skiff_runtime::rootfs).
 pub fn write_image(
     readers: Vec<BufReader<File>>,
     total: u64,
@@ -198,30 +170,12 @@ pub fn write_image(
     quiet: bool,
     durable: bool,
 ) -> anyhow::Result<writer::Stats> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.skiff-tmp-{}", std::process::id()));
     let bar = crate::progress::bytes_bar(quiet, total, "Writing ext4");
-    let result = (|| -> anyhow::Result<writer::Stats> {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let stats = writer::build(readers, &mut f, opts, &mut |n| bar.set_position(n))?;
-        if durable {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, out)?;
-        Ok(stats)
-    })();
+    let r = skiff_runtime::rootfs::write_image(readers, total, out, opts, durable, &mut |n, _| {
+        bar.set_position(n)
+    });
     bar.finish_and_clear();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(r?)
 }
 
 #[cfg(test)]

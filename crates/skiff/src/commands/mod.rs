@@ -4,6 +4,8 @@
 pub mod image;
 pub mod login;
 pub mod mkfs;
+pub mod run;
+pub mod system;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,10 @@ impl Context {
             }
         };
         Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {

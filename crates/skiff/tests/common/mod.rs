@@ -16,6 +16,8 @@
 
 #![allow(dead_code)]
 
+pub mod vm;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -1414,6 +1416,10 @@ impl Spawned {
     pub fn kill(mut self) -> ExitStatus {
         let _ = self.child.kill();
         self.child.wait().expect("reap skiff")
+    }
+
+    pub fn stdout_path(&self) -> PathBuf {
+        self.out.clone()
     }
 
     pub fn is_running(&mut self) -> bool {

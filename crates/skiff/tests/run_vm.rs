@@ -1,0 +1,388 @@
+//! `skiff run` against real QEMU booting the real Debian cloud kernel with
+//! skiff-init (TCG here; KVM where it works). Each `skiff run` is a boot of a
+//! few seconds under TCG, so assertions share runs and at most two VMs run at
+//! once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::vm::qemu_processes_with;
+use common::{sha256_hex, Registry, RegistryOpts, Skiff};
+
+/// At most two VMs at a time: TCG runs each on one host core.
+struct VmSlots(Mutex<usize>, Condvar);
+static SLOTS: VmSlots = VmSlots(Mutex::new(0), Condvar::new());
+struct Slot;
+fn slot() -> Slot {
+    let mut n = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= 2 {
+        n = SLOTS.1.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        SLOTS.1.notify_one();
+    }
+}
+
+fn setup(fixture: &str) -> (Registry, Skiff, String) {
+    let reg = Registry::start(RegistryOpts::default());
+    let image = reg.push_vm_fixture(fixture, "test/vm");
+    let s = Skiff::for_vms();
+    (reg, s, image)
+}
+
+#[test]
+fn echo_resources_and_cleanup() {
+    let (_reg, s, image) = setup("users");
+    let _slot = slot();
+    // Pulls on first use, builds the base filesystem, boots.
+    let out = s.run(&[
+        "run", "--rm", "--cpus", "2", "--memory", "1G", &image, "sh", "-c",
+        "echo hello; nproc; grep MemTotal /proc/meminfo; test -e /init && echo INIT-VISIBLE; ls /lib/modules 2>&1; hostname",
+    ]);
+    out.assert_success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "hello", "{}", out.stdout);
+    assert_eq!(lines[1], "2", "vCPUs: {}", out.stdout);
+    let mem_kb: u64 = lines[2].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (900_000..=1_048_576).contains(&mem_kb),
+        "MemTotal {mem_kb} kB for --memory 1G"
+    );
+    assert!(
+        !out.stdout.contains("INIT-VISIBLE"),
+        "the container sees skiff-init's files"
+    );
+    assert!(
+        !out.stdout.contains("skiff"),
+        "initramfs modules visible: {}",
+        out.stdout
+    );
+    assert_eq!(
+        lines.last().unwrap().len(),
+        12,
+        "hostname is the short id: {}",
+        out.stdout
+    );
+    // --rm removed the container's directory; the base filesystem stays cached.
+    let left: Vec<_> = std::fs::read_dir(s.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+    assert_eq!(
+        std::fs::read_dir(s.root().join("rootfs")).unwrap().count(),
+        1
+    );
+    assert!(qemu_processes_with(&s.root().display().to_string()).is_empty());
+
+    let info = s.ok(&["system", "info", "--format", "json"]).json();
+    let accel = info["accelerator"].as_str().unwrap_or_default().to_owned();
+    assert!(accel == "kvm" || accel == "tcg", "{info}");
+    assert!(!info["accelerator_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
+    assert!(
+        info["kernel"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cloud-amd64"),
+        "{info}"
+    );
+}
+
+#[test]
+fn env_workdir_user_groups_and_exit_code() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let _slot = slot();
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp/work",
+        "-u",
+        "app",
+        "--entrypoint",
+        "/bin/sh",
+        &image,
+        "-c",
+        "id; pwd; echo $A; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "uid=1000(app) gid=1000(app) groups=1000(app),10(wheel),50(staff)",
+            "/tmp/work",
+            "1"
+        ],
+        "stderr: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("to-stderr"), "stderr: {}", out.stderr);
+    assert!(!out.stdout.contains("to-stderr"));
+}
+
+#[test]
+fn stdin_and_10mb_streams_intact_then_sigkill_is_137() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let input = common::pseudo_random_bytes(10 << 20);
+    let want = sha256_hex(&input);
+    let _slot = slot();
+    let mut child = s
+        .command(&[
+            "run",
+            "--rm",
+            "-i",
+            &image,
+            "sh",
+            "-c",
+            "cat > /tmp/f; cat /tmp/f; cat /tmp/f >&2; kill -9 $$",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&input).unwrap();
+        // Dropping stdin is the EOF the container's cat waits for.
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut stdout = Vec::new();
+    out.read_to_end(&mut stdout).unwrap();
+    let stderr = err_reader.join().unwrap();
+    writer.join().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(stdout.len(), 10 << 20, "stdout length");
+    assert_eq!(sha256_hex(&stdout), want, "stdout differs from stdin");
+    // stderr carries the same 10 MB after skiff's own (empty) output.
+    assert!(stderr.len() >= 10 << 20, "stderr length {}", stderr.len());
+    assert_eq!(
+        sha256_hex(&stderr[..10 << 20]),
+        want,
+        "stderr differs from stdin"
+    );
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "{status:?}: {}",
+        String::from_utf8_lossy(&stderr[10 << 20..])
+    );
+}
+
+#[test]
+fn numeric_user_without_passwd() {
+    let (_reg, s, image) = setup("nopasswd");
+    s.ok(&["pull", "-q", &image]);
+    let _slot = slot();
+    let out = s.run(&["run", "--rm", "-u", "1234:5678", &image, "id"]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout.trim(),
+        "uid=1234 gid=5678 groups=5678",
+        "{}",
+        out.stderr
+    );
+}
+
+/// Opens a pty pair; the slave is given to skiff as its controlling terminal.
+fn open_pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap()
+        .into();
+    set_size(&master, rows, cols);
+    (master, slave)
+}
+
+fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
+    let ws = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(fd, ws).unwrap();
+}
+
+/// Reads from the pty master until `needle` shows up (or panics after `timeout`).
+fn expect(master: &mut std::fs::File, seen: &mut String, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} on the terminal; saw:\n{seen}"
+        );
+        let mut fds = [rustix::event::PollFd::new(
+            master,
+            rustix::event::PollFlags::IN,
+        )];
+        let t = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        if rustix::event::poll(&mut fds, Some(&t)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("terminal closed before {needle:?}; saw:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+#[test]
+fn interactive_tty_resize_and_ctrl_c() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let _slot = slot();
+    let (master, slave) = open_pty(24, 80);
+    let mut cmd = s.command(&["run", "--rm", "-it", &image, "sh"]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let mut term = std::fs::File::from(master);
+    let mut seen = String::new();
+    let boot = Duration::from_secs(90);
+    term.write_all(b"stty size; echo SIZE-DONE\r").unwrap();
+    expect(&mut term, &mut seen, "24 80", boot);
+    expect(&mut term, &mut seen, "SIZE-DONE\r\n", boot);
+    // A resize of the host terminal reaches the container's terminal.
+    set_size(&term.as_fd().try_clone_to_owned().unwrap(), 30, 100);
+    std::thread::sleep(Duration::from_millis(300));
+    seen.clear();
+    term.write_all(b"stty size\r").unwrap();
+    expect(&mut term, &mut seen, "30 100", Duration::from_secs(20));
+    // Ctrl-C interrupts the container's foreground command, not skiff.
+    term.write_all(b"sleep 100\r").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    term.write_all(b"\x03").unwrap();
+    seen.clear();
+    term.write_all(b"echo after-$((40+2))\r").unwrap();
+    expect(&mut term, &mut seen, "after-42", Duration::from_secs(20));
+    term.write_all(b"exit 5\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "skiff did not exit after `exit 5`"
+        );
+        // Keep the master drained so the guest's output never blocks.
+        let mut fds = [rustix::event::PollFd::new(
+            &term,
+            rustix::event::PollFlags::IN,
+        )];
+        if rustix::event::poll(
+            &mut fds,
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            }),
+        )
+        .unwrap_or(0)
+            > 0
+        {
+            let mut b = [0u8; 4096];
+            let _ = term.read(&mut b);
+        }
+    };
+    assert_eq!(status.code(), Some(5), "{status:?}\n{seen}");
+}
+
+#[test]
+fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let root = s.root().display().to_string();
+    let _slot = slot();
+
+    // SIGINT to skiff (no tty) reaches the process, which decides the exit code.
+    let mut run = s.spawn(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "trap 'echo got-int; exit 7' INT; echo ready; while true; do sleep 0.2; done",
+    ]);
+    let out_path = run.stdout_path();
+    common::wait_until(Duration::from_secs(90), "the container to start", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("ready")
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(run.child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = run.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    assert!(out.stdout.contains("got-int"));
+
+    // SIGKILL of skiff: its VM dies with it.
+    let run = s.spawn(&["run", &image, "sh", "-c", "echo ready; sleep 100"]);
+    let out_path = run.stdout_path();
+    common::wait_until(Duration::from_secs(90), "the container to start", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("ready")
+    });
+    assert!(
+        !qemu_processes_with(&root).is_empty(),
+        "no QEMU found while running"
+    );
+    let st = run.kill();
+    assert_eq!(st.signal(), Some(9));
+    common::wait_until(
+        Duration::from_secs(5),
+        "QEMU to exit after skiff was killed",
+        || qemu_processes_with(&root).is_empty(),
+    );
+}

@@ -28,6 +28,8 @@ const POWER_OFF_WAIT: Duration = Duration::from_secs(5);
 /// Extra time for the Shutdown call beyond the processes' grace period.
 const SHUTDOWN_RPC_SLACK: Duration = Duration::from_secs(5);
 const TAIL_LINES: usize = 20;
+/// After the control channel breaks, how long to wait for QEMU to exit by itself.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -149,7 +151,16 @@ impl RunningVm {
         drop(listener);
         let (agent, hello, connected) = match outcome {
             Ok(ok) => ok,
-            Err((reason, exited)) => {
+            Err((mut reason, mut exited)) => {
+                if !exited {
+                    // A guest that powers off closes the control socket a
+                    // moment before QEMU is reaped: say that QEMU exited
+                    // rather than only quoting the broken connection.
+                    if let Ok(Ok(s)) = tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                        reason = format!("QEMU exited ({s}) before skiff-init answered ({reason})");
+                        exited = true;
+                    }
+                }
                 if !exited {
                     kill_and_reap(&mut child);
                 }

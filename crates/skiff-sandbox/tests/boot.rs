@@ -173,3 +173,73 @@ fn pid_alive(pid: u32) -> bool {
     // Signal 0: existence check; a zombie counts as alive.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
+
+fn tiny_vm(tmp: &Path, state: &str, timeout: Duration) -> VmConfig {
+    let kernel = common::kernel();
+    let init = tiny_init(tmp);
+    let initrd = initramfs::build(&tmp.join("cache"), &init, &kernel).unwrap();
+    VmConfig {
+        qemu: qemu(),
+        kernel,
+        initramfs: initrd,
+        accel: Accel::Tcg,
+        cpus: 1,
+        memory_mib: 256,
+        disks: vec![],
+        state_dir: tmp.join(state),
+        extra_cmdline: vec![],
+        debug: false,
+        boot_timeout: timeout,
+    }
+}
+
+/// Processes whose command line mentions `needle` (QEMU names its state dir).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// An init that powers off without serving the agent: boot fails because
+/// QEMU exited, and the error quotes the console (where the marker is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_that_powers_off_is_a_boot_error_with_the_console() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_vm(tmp.path(), "exits", Duration::from_secs(60));
+    let err = RunningVm::boot(cfg)
+        .await
+        .err()
+        .expect("boot must fail")
+        .to_string();
+    eprintln!("{err}");
+    assert!(err.contains("QEMU exited"), "{err}");
+    assert!(
+        err.contains(skiff_proto::PROBE_OK_MARKER),
+        "console tail quoted: {err}"
+    );
+}
+
+/// A boot timeout kills QEMU: nothing naming the state dir survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_timeout_kills_qemu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_vm(tmp.path(), "timeout", Duration::from_millis(500));
+    let needle = cfg.state_dir.to_string_lossy().into_owned();
+    let err = RunningVm::boot(cfg)
+        .await
+        .err()
+        .expect("boot must time out")
+        .to_string();
+    assert!(err.contains("did not answer within"), "{err}");
+    assert_eq!(
+        processes_mentioning(&needle),
+        Vec::<u32>::new(),
+        "QEMU survived the timeout"
+    );
+}

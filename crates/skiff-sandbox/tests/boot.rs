@@ -135,7 +135,8 @@ async fn boots_skiff_init_and_shuts_down() {
         qemu: qemu(),
         kernel,
         initramfs: initrd,
-        accel: match std::env::var("SKIFF_ACCEL").as_deref() {
+        // Not SKIFF_ACCEL: the accelerator test sets that one while running.
+        accel: match std::env::var("SKIFF_TEST_ACCEL").as_deref() {
             Ok("kvm") => Accel::Kvm,
             _ => Accel::Tcg,
         },

@@ -249,11 +249,10 @@ impl Agent for AgentService {
     async fn wait(&self, request: Request<ProcessRef>) -> RpcResult<ExitStatus> {
         let process = self.process(&request.into_inner().id)?;
         let mut rx = process.exit.subscribe();
-        let status = rx
+        let status = *rx
             .wait_for(|s| s.is_some())
             .await
-            .map_err(|_| Status::internal("exit status channel closed"))?
-            .clone();
+            .map_err(|_| Status::internal("exit status channel closed"))?;
         status
             .map(Response::new)
             .ok_or_else(|| Status::internal("no exit status"))

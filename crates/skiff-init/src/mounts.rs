@@ -95,10 +95,9 @@ pub fn mount_fs(
     match rustix::mount::mount(fstype, target, fstype, flags, data) {
         Ok(()) => Ok(()),
         Err(e) if ok.contains(&e) => Ok(()),
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!("mounting {fstype} on {target}: {e}"),
-        )),
+        Err(e) => Err(io::Error::other(format!(
+            "mounting {fstype} on {target}: {e}"
+        ))),
     }
 }
 

@@ -190,8 +190,7 @@ impl Process {
         };
         let mut cmd = command(*prepared).map_err(|e| io_status("opening /dev/null", e))?;
         match reaper.spawn(&mut cmd, self.exit.clone(), self.main) {
-            Ok(child) => {
-                let pid = child.id() as i32;
+            Ok(pid) => {
                 *lock(&self.state) = State::Running(pid);
                 Ok(pid)
             }
@@ -233,7 +232,7 @@ impl Process {
     }
 
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.exit.borrow().clone()
+        *self.exit.borrow()
     }
 }
 

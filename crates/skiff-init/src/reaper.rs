@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,6 +41,13 @@ struct Running {
 pub struct Reaper {
     mode: ReapMode,
     running: Mutex<HashMap<i32, Running>>,
+}
+
+/// Spawns without keeping the `Child`: dropping it neither waits nor kills,
+/// and the pid is waited for by [`Reaper::reap`].
+#[allow(clippy::zombie_processes)]
+fn spawn_unwaited(cmd: &mut Command) -> io::Result<i32> {
+    Ok(cmd.spawn()?.id() as i32)
 }
 
 /// The exit status as a shell reports it.
@@ -111,11 +118,12 @@ impl Reaper {
     }
 
     /// Spawns `cmd` and registers the child under the reaping lock.
-    pub fn spawn(&self, cmd: &mut Command, exit: ExitSender, main: bool) -> io::Result<Child> {
+    /// Returns its pid; the reaper, not a `Child`, waits for it.
+    pub fn spawn(&self, cmd: &mut Command, exit: ExitSender, main: bool) -> io::Result<i32> {
         let mut running = self.lock();
-        let child = cmd.spawn()?;
-        running.insert(child.id() as i32, Running { exit, main });
-        Ok(child)
+        let pid = spawn_unwaited(cmd)?;
+        running.insert(pid, Running { exit, main });
+        Ok(pid)
     }
 
     /// Collects every exited child that is ours to collect.
@@ -277,10 +285,10 @@ mod tests {
         let (tx, mut rx) = watch::channel(None);
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "exit 7"]);
-        let _child = reaper.spawn(&mut cmd, Arc::new(tx), false).unwrap();
+        reaper.spawn(&mut cmd, Arc::new(tx), false).unwrap();
         // A child the reaper does not know stays for its owner to wait on.
         let mut other = Command::new("/bin/true").spawn().unwrap();
-        let status = rx.wait_for(|s| s.is_some()).await.unwrap().clone().unwrap();
+        let status = (*rx.wait_for(|s| s.is_some()).await.unwrap()).unwrap();
         assert_eq!(status.exit_code, 7);
         assert!(other.wait().unwrap().success());
         assert!(!reaper.any_running());

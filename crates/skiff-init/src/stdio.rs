@@ -124,9 +124,7 @@ async fn feed<W: AsyncWrite + Unpin>(
                 to = None;
             }
         }
-        chunk = match inbound.message().await {
-            Ok(next) => next,
-            Err(_) => None,
-        };
+        // A broken request stream ends stdin like a closed one.
+        chunk = inbound.message().await.unwrap_or_default();
     }
 }

@@ -133,10 +133,7 @@ pub fn resolve(
     }
     let mut supplementary = vec![gid];
     if let Some(e) = entry {
-        for g in groups
-            .iter()
-            .filter(|g| g.members.iter().any(|m| *m == e.name))
-        {
+        for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
             if !supplementary.contains(&g.gid) {
                 supplementary.push(g.gid);
             }

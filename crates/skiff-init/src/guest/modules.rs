@@ -31,6 +31,11 @@ pub fn load_all() {
         match load(&path) {
             Ok(()) => crate::debug!("loaded {}", path.display()),
             Err(rustix::io::Errno::EXIST) => {}
+            // finit_module's ENOENT is an unknown symbol, not a missing file.
+            Err(rustix::io::Errno::NOENT) => crate::error!(
+                "loading module {}: unknown symbol (a dependency missing or later in the order)",
+                path.display()
+            ),
             Err(e) => crate::error!("loading module {}: {e}", path.display()),
         }
     }

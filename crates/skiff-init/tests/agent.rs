@@ -510,3 +510,49 @@ async fn mount_and_network_reject_bad_input() {
         Code::FailedPrecondition
     );
 }
+
+#[tokio::test]
+async fn mounts_tmpfs_with_data_and_read_only_binds() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting needs root");
+        return;
+    }
+    let mut c = agent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("t/m");
+    let req = skiff_proto::v1::MountRequest {
+        source: "tmpfs".into(),
+        target: tmp.display().to_string(),
+        fstype: "tmpfs".into(),
+        options: vec!["nosuid".into(), "size=1m".into(), "mode=700".into()],
+        mkdir: true,
+    };
+    c.mount(req).await.unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(tmp.to_str().unwrap()))
+        .expect("mounted")
+        .to_owned();
+    assert!(
+        line.contains("nosuid") && line.contains("size=1024k") && line.contains("mode=700"),
+        "{line}"
+    );
+    std::fs::write(tmp.join("f"), "x").unwrap();
+
+    let bind = dir.path().join("b");
+    let req = skiff_proto::v1::MountRequest {
+        source: tmp.display().to_string(),
+        target: bind.display().to_string(),
+        options: vec!["bind".into(), "ro".into()],
+        mkdir: true,
+        ..Default::default()
+    };
+    c.mount(req).await.unwrap();
+    assert_eq!(std::fs::read_to_string(bind.join("f")).unwrap(), "x");
+    let err = std::fs::write(bind.join("g"), "y").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "EROFS expected, got {err}");
+    for m in [&bind, &tmp] {
+        rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH).unwrap();
+    }
+}

@@ -17,7 +17,8 @@ impl RawMode {
         let saved = termios::tcgetattr(fd)?;
         let mut raw = saved.clone();
         raw.make_raw();
-        termios::tcsetattr(fd, OptionalActions::Flush, &raw)?;
+        // Now, not Flush: keys typed while the VM boots still reach the container.
+        termios::tcsetattr(fd, OptionalActions::Now, &raw)?;
         Ok(Self { fd, saved })
     }
 }

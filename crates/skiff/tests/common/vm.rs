@@ -70,6 +70,9 @@ fn build() -> VmFixtures {
     for a in APPLETS {
         symlink("busybox", bin.join(a)).unwrap();
     }
+    let tmp = base.join("src-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let etc = base.join("src-etc");
     fs::create_dir_all(&etc).unwrap();
     fs::write(
@@ -91,6 +94,7 @@ fn build() -> VmFixtures {
     umoci(&["init", "--layout", &s(&layout)]);
     umoci(&["new", "--image", &img("nopasswd")]);
     umoci(&["insert", "--image", &img("nopasswd"), &s(&bin), "/bin"]);
+    umoci(&["insert", "--image", &img("nopasswd"), &s(&tmp), "/tmp"]);
     umoci(&[
         "config",
         "--image",

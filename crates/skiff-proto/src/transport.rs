@@ -44,14 +44,20 @@ where
 }
 
 /// Serves `agent` on `io` until the connection ends (after
-/// [`crate::session::guest_handshake`]).
+/// [`crate::session::guest_handshake`]). tonic hands the connection to a task
+/// of its own and returns once the incoming stream is exhausted, so the end
+/// of the connection is observed through the IO being dropped by that task.
 pub async fn serve<IO, A>(io: IO, agent: A) -> Result<(), tonic::transport::Error>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     A: Agent,
 {
-    let incoming = futures_once(ServerIo(io));
-    tonic::transport::Server::builder()
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    let incoming = futures_once(ServerIo(DropNotify {
+        io,
+        _ended: ended_tx,
+    }));
+    let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(
@@ -60,7 +66,42 @@ where
                 .max_encoding_message_size(16 << 20),
         )
         .serve_with_incoming(incoming)
-        .await
+        .await;
+    // Err(RecvError) is the normal end: the connection task dropped the IO.
+    let _ = ended.await;
+    served
+}
+
+/// An IO that tells, by dropping its sender, that its owner let go of it.
+struct DropNotify<IO> {
+    io: IO,
+    _ended: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for DropNotify<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for DropNotify<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// A stream yielding one connection, then ending.

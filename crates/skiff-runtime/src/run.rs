@@ -23,7 +23,7 @@ pub const MAIN_PROCESS: &str = "main";
 pub enum RunError {
     #[error("starting the VM: {0}")]
     Boot(#[source] skiff_sandbox::VmError),
-    #[error("{what}: {status}")]
+    #[error("{what}: {}", status.message())]
     Agent {
         what: &'static str,
         status: Box<tonic::Status>,

@@ -95,8 +95,17 @@ impl RunningVm {
         let qemu_log = File::create(dir.join("qemu.log")).map_err(state_err)?;
         let qemu_log2 = qemu_log.try_clone().map_err(state_err)?;
 
+        let args = vm_args(&cfg, &control.qemu_path);
+        tracing::debug!(
+            "qemu: {} {}",
+            cfg.qemu.path.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let mut cmd = tokio::process::Command::new(&cfg.qemu.path);
-        cmd.args(vm_args(&cfg, &control.qemu_path))
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(qemu_log)
             .stderr(qemu_log2)

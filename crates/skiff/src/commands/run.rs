@@ -97,9 +97,17 @@ pub fn run(ctx: &Context, a: RunArgs, debug: bool) -> ExitCode {
     match run_inner(ctx, a, debug) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(RunError::Exec { code, message }) = e.downcast_ref::<RunError>() {
-                eprintln!("Error: {message}");
-                return ExitCode::from(*code as u8);
+            match e.downcast_ref::<RunError>() {
+                Some(RunError::Exec { code, message }) => {
+                    eprintln!("Error: {message}");
+                    return ExitCode::from(*code as u8);
+                }
+                // As a shell reports a command ended by SIGINT.
+                Some(RunError::Interrupted) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::from(130);
+                }
+                _ => {}
             }
             eprintln!("Error: {}", crate::output::one_line(&e));
             ExitCode::from(EXIT_SKIFF_ERROR)

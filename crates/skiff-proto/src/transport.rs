@@ -53,10 +53,10 @@ where
     A: Agent,
 {
     let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
-    let incoming = futures_once(ServerIo(DropNotify {
+    let incoming = futures_once(ServerIo {
         io,
-        _ended: ended_tx,
-    }));
+        _ended: Some(ended_tx),
+    });
     let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -70,38 +70,6 @@ where
     // Err(RecvError) is the normal end: the connection task dropped the IO.
     let _ = ended.await;
     served
-}
-
-/// An IO that tells, by dropping its sender, that its owner let go of it.
-struct DropNotify<IO> {
-    io: IO,
-    _ended: tokio::sync::oneshot::Sender<()>,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for DropNotify<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for DropNotify<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 /// A stream yielding one connection, then ending.
@@ -126,8 +94,19 @@ mod tokio_stream_like {
     }
 }
 
-/// A byte stream that tonic's server accepts as a connection.
-pub struct ServerIo<IO>(pub IO);
+/// A byte stream that tonic's server accepts as a connection. Dropping it
+/// (when the connection ends) drops `_ended`, which is how [`serve`] learns
+/// that the connection is over.
+pub struct ServerIo<IO> {
+    io: IO,
+    _ended: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<IO> ServerIo<IO> {
+    pub fn new(io: IO) -> Self {
+        Self { io, _ended: None }
+    }
+}
 
 impl<IO> tonic::transport::server::Connected for ServerIo<IO> {
     type ConnectInfo = ();
@@ -140,7 +119,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ServerIo<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -150,22 +129,22 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ServerIo<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }

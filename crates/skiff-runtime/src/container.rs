@@ -113,14 +113,7 @@ impl ContainerDir {
         }
         std::fs::create_dir_all(containers).map_err(io("creating", containers))?;
         let lock_path = containers.join(".lock");
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("opening", &lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io("locking", &lock_path)(e.into()))?;
+        let _lock = crate::lock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
         for other in list(containers)? {
             if other.name == cfg.name {
                 return Err(ContainerError::NameInUse(

@@ -65,14 +65,7 @@ pub fn cached(
     let locks = store.root().join("locks");
     std::fs::create_dir_all(&locks).map_err(io("creating", &locks))?;
     let lock_path = locks.join(format!("rootfs-{}.lock", rec.digest.hex()));
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("opening", &lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io("locking", &lock_path)(e.into()))?;
+    let _lock = crate::lock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
     if path.exists() {
         return Ok((path, None));
     }

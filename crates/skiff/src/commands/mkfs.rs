@@ -127,12 +127,14 @@ pub fn cached_rootfs(
     opts: &Options,
     quiet: bool,
 ) -> anyhow::Result<(PathBuf, bool)> {
-    let bar = crate::progress::bytes_bar(quiet, 0, "Writing ext4");
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let r = skiff_runtime::rootfs::cached(store, rec, opts, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
+        bar.get_or_insert_with(|| crate::progress::bytes_bar(quiet, total, "Writing ext4"))
+            .set_position(done);
     });
-    bar.finish_and_clear();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let (path, stats) = r?;
     if let Some(s) = &stats {
         report(&path, s, quiet);

@@ -134,13 +134,17 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
     };
 
     // Its base filesystem, built once and cached.
-    let bar = crate::progress::bytes_bar(a.quiet, 0, "Writing ext4");
-    let (base, built) = rootfs::cached(&store, &record, &Default::default(), &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .with_context(|| format!("building the base filesystem of {}", a.image))?;
-    bar.finish_and_clear();
+    // The bar appears only if the filesystem is built now.
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let built = rootfs::cached(&store, &record, &Default::default(), &mut |done, total| {
+        bar.get_or_insert_with(|| crate::progress::bytes_bar(a.quiet, total, "Writing ext4"))
+            .set_position(done);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let (base, built) =
+        built.with_context(|| format!("building the base filesystem of {}", a.image))?;
     if built.is_some() {
         tracing::debug!("built {} in {:?}", base.display(), t0.elapsed());
     }

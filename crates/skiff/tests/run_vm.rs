@@ -376,6 +376,24 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
     assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
     assert!(out.stdout.contains("got-int"));
 
+    // Ctrl-C while the VM boots: skiff stops it and exits 130.
+    let run = s.spawn(&["run", "--rm", &image, "true"]);
+    common::wait_until(Duration::from_secs(30), "QEMU to start", || {
+        !qemu_processes_with(&root).is_empty()
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(run.child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = run.wait(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
+    assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
+    assert!(
+        qemu_processes_with(&root).is_empty(),
+        "QEMU left after Ctrl-C during boot"
+    );
+
     // SIGKILL of skiff: its VM dies with it.
     let run = s.spawn(&["run", &image, "sh", "-c", "echo ready; sleep 100"]);
     let out_path = run.stdout_path();

@@ -190,6 +190,13 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
         created: container::now(),
     };
     let dir = ContainerDir::create(&paths.containers(), &cfg)?;
+    // The owner's pid: a later `skiff ps` can tell a crashed owner by it.
+    let _ = dir.set_state(&ContainerState {
+        status: "running".into(),
+        pid: Some(std::process::id()),
+        exit_code: None,
+        updated: container::now(),
+    });
     // From here on the directory is removed on every way out with --rm.
     let result = run_container(&paths, &dir, &a, process, hostname, memory_mib, debug, t0);
     let exited = result.as_ref().ok().copied();
@@ -274,7 +281,8 @@ fn run_container(
         stderr: Box::new(tokio::io::stderr()),
     };
     let outcome = rt.block_on(async {
-        let signals = tokio::spawn(forward_signals(ctl_tx));
+        // Registered before the VM starts, so no signal finds the default action.
+        let signals = tokio::spawn(forward_signals(ctl_tx, register_signals()));
         let r = skiff_runtime::run::run(
             skiff_runtime::run::ContainerVm {
                 vm_config,
@@ -332,11 +340,9 @@ fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// The host's signals go to the container's process (docker's sig-proxy).
-/// Three SIGINTs within two seconds give up on the container.
-async fn forward_signals(tx: mpsc::Sender<Control>) {
+fn register_signals() -> Vec<(i32, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
+    [
         SignalKind::interrupt(),
         SignalKind::terminate(),
         SignalKind::hangup(),
@@ -344,14 +350,24 @@ async fn forward_signals(tx: mpsc::Sender<Control>) {
         SignalKind::user_defined1(),
         SignalKind::user_defined2(),
         SignalKind::window_change(),
-    ];
+    ]
+    .into_iter()
+    .filter_map(|k| signal(k).ok().map(|s| (k.as_raw_value(), s)))
+    .collect()
+}
+
+/// The host's signals go to the container's process (docker's sig-proxy).
+/// Three SIGINTs within two seconds give up on the container.
+async fn forward_signals(
+    tx: mpsc::Sender<Control>,
+    signals: Vec<(i32, tokio::signal::unix::Signal)>,
+) {
     let (sig_tx, mut sig_rx) = mpsc::channel::<i32>(16);
-    for k in kinds {
-        let Ok(mut s) = signal(k) else { continue };
+    for (raw, mut s) in signals {
         let t = sig_tx.clone();
         tokio::spawn(async move {
             while s.recv().await.is_some() {
-                if t.send(k.as_raw_value()).await.is_err() {
+                if t.send(raw).await.is_err() {
                     return;
                 }
             }

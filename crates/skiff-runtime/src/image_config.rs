@@ -23,6 +23,21 @@ pub struct ImageProcess {
 struct ConfigDoc {
     #[serde(default)]
     config: Option<ImageProcess>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+}
+
+/// Refuses an image this host's VMs cannot run (linux/amd64 guests only).
+pub fn check_platform(config_blob: &[u8]) -> Result<(), ConfigError> {
+    let doc: ConfigDoc = serde_json::from_slice(config_blob)?;
+    let os = doc.os.unwrap_or_else(|| "linux".into());
+    let arch = doc.architecture.unwrap_or_else(|| "amd64".into());
+    if os != "linux" || arch != "amd64" {
+        return Err(ConfigError::Platform(format!("{os}/{arch}")));
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +46,8 @@ pub enum ConfigError {
     Json(#[from] serde_json::Error),
     #[error("no command: the image has no Entrypoint or Cmd; give one after the image name")]
     NoCommand,
+    #[error("the image is for {0}; skiff's VMs run linux/amd64 (pull another platform with --platform linux/amd64)")]
+    Platform(String),
     #[error("environment variable {0:?}: name must not be empty or contain '='")]
     BadEnv(String),
 }
@@ -222,5 +239,8 @@ mod tests {
             Err(ConfigError::NoCommand)
         ));
         assert!(ImageProcess::parse(b"{").is_err());
+        assert!(check_platform(br#"{"os":"linux","architecture":"amd64"}"#).is_ok());
+        let e = check_platform(br#"{"os":"linux","architecture":"arm64"}"#).unwrap_err();
+        assert!(e.to_string().contains("linux/arm64"), "{e}");
     }
 }

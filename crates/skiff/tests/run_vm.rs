@@ -414,3 +414,39 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
         || qemu_processes_with(&root).is_empty(),
     );
 }
+
+/// Errors before any boot: one line, exit 125, nothing left behind.
+#[test]
+fn refuses_foreign_platform_and_missing_kernel() {
+    let reg = Registry::start(RegistryOpts::default());
+    let arm = reg.push_fixture("arm64", "test/arm", "latest");
+    let s = Skiff::for_vms();
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "-q",
+        "--platform",
+        "linux/arm64/v8",
+        &arm,
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
+    out.assert_clean_error(&["linux/arm64", "--platform linux/amd64"]);
+
+    let amd = reg.push_fixture("latest", "test/amd", "latest");
+    let empty = common::tempdir();
+    let s = Skiff::new()
+        .with_env("SKIFF_KERNEL_DIR", empty.path())
+        .with_env("SKIFF_INIT", common::vm::init_binary());
+    let out = s.run(&["run", "--rm", "-q", &amd, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
+    out.assert_clean_error(&["skiff system kernel install"]);
+    let left = std::fs::read_dir(s.root().join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "a failed --rm run left its container directory");
+}

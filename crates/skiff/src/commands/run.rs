@@ -133,6 +133,9 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
         }
     };
 
+    let config_blob = store.read_small_blob(&record.config)?;
+    image_config::check_platform(&config_blob).with_context(|| format!("running {}", a.image))?;
+
     // Its base filesystem, built once and cached.
     // The bar appears only if the filesystem is built now.
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -150,7 +153,7 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
     }
 
     // The process: image config merged with the command line.
-    let image_cfg = ImageProcess::parse(&store.read_small_blob(&record.config)?)?;
+    let image_cfg = ImageProcess::parse(&config_blob)?;
     let mut env = Vec::new();
     for f in &a.env_file {
         env.extend(read_env_file(f)?);

@@ -23,8 +23,14 @@ pub fn debug_enabled() -> bool {
 }
 
 pub fn write_line(line: &str) {
-    // One write per line so lines from the kernel do not split ours.
-    let text = format!("skiff-init: {line}\n");
+    // One write per line so lines from the kernel do not split ours. The
+    // guest uptime, as the kernel stamps its own lines, shows where boot time goes.
+    let us = crate::clock::boottime_us();
+    let text = format!(
+        "[{:5}.{:06}] skiff-init: {line}\n",
+        us / 1_000_000,
+        us % 1_000_000
+    );
     match CONSOLE.get() {
         Some(f) => {
             if let Ok(mut f) = f.lock() {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::kernel::KernelInfo;
 
 /// Bump when the archive's layout changes, so cached archives are rebuilt.
-const FORMAT_VERSION: &[u8] = b"skiff-initramfs-1";
+const FORMAT_VERSION: &[u8] = b"skiff-initramfs-2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -57,24 +57,43 @@ const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
 
 /// Builds (or finds in `cache_dir`) the initramfs for `init` and `kernel`'s
-/// modules; returns its path.
+/// modules; returns its path. Only [`BOOT_MODULES`] and their dependencies
+/// go in: each module costs boot time (tens of ms under TCG).
 pub fn build(
     cache_dir: &Path,
     init: &Path,
     kernel: &KernelInfo,
 ) -> Result<PathBuf, InitramfsError> {
+    build_with(cache_dir, init, kernel, BOOT_MODULES)
+}
+
+/// What a container VM needs at boot: the virtio-mmio transport, its disk,
+/// the control port, and an entropy source. Network, file sharing and vsock
+/// modules are added by the callers that attach such devices.
+pub const BOOT_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng"];
+
+/// [`build`] with the modules `wanted` (and their dependencies, from each
+/// module's .modinfo) instead of [`BOOT_MODULES`]; they load in the kernel
+/// install's order.
+pub fn build_with(
+    cache_dir: &Path,
+    init: &Path,
+    kernel: &KernelInfo,
+    wanted: &[&str],
+) -> Result<PathBuf, InitramfsError> {
     let init_data = std::fs::read(init).map_err(|source| InitramfsError::Init {
         path: init.into(),
         source,
     })?;
-    let mut modules = Vec::with_capacity(kernel.modules.len());
-    for m in &kernel.modules {
+    let selected = select_modules(kernel, wanted)?;
+    let mut modules = Vec::with_capacity(selected.len());
+    for m in &selected {
         let path = kernel.modules_dir.join(m);
         let data =
             std::fs::read(&path).map_err(|source| InitramfsError::Module { path, source })?;
         modules.push((m.as_str(), data));
     }
-    let order = order_file(&kernel.modules);
+    let order = order_file(&selected);
 
     let mut h = Sha256::new();
     h.update(FORMAT_VERSION);
@@ -156,6 +175,37 @@ fn set_readable(f: &File) -> std::io::Result<()> {
 }
 
 /// One module file name per line, in load order.
+/// The installed modules (file names, in load order) that `wanted` needs.
+fn select_modules(kernel: &KernelInfo, wanted: &[&str]) -> Result<Vec<String>, InitramfsError> {
+    use crate::kernel::modules::{normalize, read_depends};
+    let stem = |file: &str| normalize(file.split(".ko").next().unwrap_or(file));
+    let by_name: std::collections::BTreeMap<String, &String> =
+        kernel.modules.iter().map(|f| (stem(f), f)).collect();
+    let mut needed = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = wanted.iter().map(|w| normalize(w)).collect();
+    while let Some(name) = todo.pop() {
+        // Not installed as a module: built in (or not in this kernel at all).
+        let Some(file) = by_name.get(&name) else {
+            continue;
+        };
+        if !needed.insert(name) {
+            continue;
+        }
+        let path = kernel.modules_dir.join(file);
+        let deps = read_depends(&path).map_err(|e| InitramfsError::Module {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        todo.extend(deps);
+    }
+    Ok(kernel
+        .modules
+        .iter()
+        .filter(|f| needed.contains(&stem(f)))
+        .cloned()
+        .collect())
+}
+
 fn order_file(modules: &[String]) -> String {
     modules.iter().map(|m| format!("{m}\n")).collect()
 }
@@ -221,13 +271,24 @@ mod tests {
     fn fake_kernel(dir: &Path) -> KernelInfo {
         let mods = dir.join("modules");
         std::fs::create_dir_all(&mods).unwrap();
-        std::fs::write(mods.join("virtio.ko"), b"virtio module bytes").unwrap();
-        std::fs::write(mods.join("virtio-rng.ko"), b"rng").unwrap();
+        let ko = crate::kernel::tests::elf_with_modinfo;
+        std::fs::write(mods.join("virtio.ko"), ko("name=virtio\0depends=\0")).unwrap();
+        std::fs::write(
+            mods.join("virtio-rng.ko"),
+            ko("name=virtio_rng\0depends=virtio\0"),
+        )
+        .unwrap();
+        // Installed but not wanted at boot: left out of the archive.
+        std::fs::write(mods.join("overlay.ko"), ko("name=overlay\0depends=\0")).unwrap();
         KernelInfo {
             release: "9.9.9".into(),
             vmlinux: dir.join("vmlinux"),
             modules_dir: mods,
-            modules: vec!["virtio.ko".into(), "virtio-rng.ko".into()],
+            modules: vec![
+                "overlay.ko".into(),
+                "virtio.ko".into(),
+                "virtio-rng.ko".into(),
+            ],
         }
     }
 
@@ -317,7 +378,11 @@ mod tests {
         );
         assert_eq!(
             std::fs::read(out.join("lib/modules/skiff/virtio.ko")).unwrap(),
-            b"virtio module bytes"
+            std::fs::read(tmp.path().join("modules/virtio.ko")).unwrap()
+        );
+        assert!(
+            !out.join("lib/modules/skiff/overlay.ko").exists(),
+            "a module not wanted at boot"
         );
         assert_eq!(
             std::fs::read_to_string(out.join("lib/modules/skiff/order")).unwrap(),

@@ -16,7 +16,7 @@
 
 mod bzimage;
 pub(crate) mod elf;
-mod modules;
+pub mod modules;
 
 use std::fs::File;
 use std::io::Write;
@@ -426,7 +426,7 @@ fn point_current(kernels_dir: &Path, release: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -504,7 +504,7 @@ mod tests {
     }
 
     /// An ELF64 relocatable with a section header table: null, .modinfo, .shstrtab.
-    fn elf_with_modinfo(modinfo: &str) -> Vec<u8> {
+    pub(crate) fn elf_with_modinfo(modinfo: &str) -> Vec<u8> {
         let shstrtab = b"\0.modinfo\0.shstrtab\0";
         let mut f = elf::tests::elf_with_notes(&[]);
         let info_off = f.len();

@@ -312,7 +312,7 @@ fn kill_and_reap(child: &mut tokio::process::Child) {
 /// A random session id for the handshake (hex, 32 characters).
 fn session_id() -> String {
     let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
         // Uniqueness, not secrecy, is what the id is for.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -4,7 +4,7 @@
 //! virtualization and odd CPUs fail in QEMU or in the guest), so the choice
 //! comes from a probe: boot the real kernel and initramfs under KVM with
 //! `skiff.probe=1`; skiff-init prints the marker on ttyS0 and powers off. The
-//! answer is cached per host boot, QEMU version and kernel release.
+//! answer is cached per host boot, QEMU binary and kernel release.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -51,7 +51,9 @@ const PROBE_MEMORY_MIB: u32 = 256;
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
 struct CacheKey {
     boot_id: String,
-    qemu_version: String,
+    /// Path, size and mtime of the QEMU binary: an upgrade changes them, and
+    /// reading them costs no process (`qemu --version` takes tens of ms).
+    qemu_binary: String,
     kernel_release: String,
 }
 
@@ -60,6 +62,18 @@ struct CacheEntry {
     key: CacheKey,
     accel: Accel,
     reason: String,
+}
+
+fn binary_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}",
+        path.display(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
 }
 
 /// Picks the accelerator. Never fails: whatever goes wrong means TCG, and the
@@ -90,11 +104,11 @@ pub fn choose(
     }
     let key = match (
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id"),
-        qemu.version(),
+        binary_identity(&qemu.path),
     ) {
-        (Ok(boot_id), Ok(qemu_version)) => Some(CacheKey {
+        (Ok(boot_id), Some(qemu_binary)) => Some(CacheKey {
             boot_id: boot_id.trim().to_owned(),
-            qemu_version,
+            qemu_binary,
             kernel_release: kernel.release.clone(),
         }),
         _ => None,

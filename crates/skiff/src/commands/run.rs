@@ -227,9 +227,15 @@ fn run_container(
     debug: bool,
     t0: Instant,
 ) -> anyhow::Result<i32> {
+    let t = Instant::now();
     let base = rootfs_base(paths, dir)?;
     skiff_runtime::overlay::create(&base, &dir.overlay())?;
     let vm = vmbase::prepare(paths).context("preparing the VM")?;
+    tracing::debug!(
+        "overlay, kernel, initramfs and accelerator ready in {:?} ({:?} since the command began)",
+        t.elapsed(),
+        t0.elapsed()
+    );
     tracing::debug!(
         "accelerator: {} ({})",
         vm.accel.accel.as_str(),

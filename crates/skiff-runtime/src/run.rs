@@ -91,6 +91,9 @@ pub struct ContainerVm {
     pub vm_config: skiff_sandbox::qemu::VmConfig,
     pub setup: v1::ContainerSetup,
     pub process: v1::ProcessSpec,
+    /// The writable layer is thrown away after the run (`--rm`): no need for
+    /// the guest to sync and unmount, so the VM is killed at once.
+    pub discard: bool,
 }
 
 /// Boots the VM and runs the container's main process to completion.
@@ -119,7 +122,13 @@ pub async fn run(
 
     let result = drive(&vm, c.setup, c.process, io, &mut controls, &mut timings, t0).await;
     let t_exit = Instant::now();
-    let down = vm.shutdown(Duration::from_millis(500)).await;
+    let down = if c.discard {
+        let mut vm = vm;
+        vm.kill();
+        Ok(())
+    } else {
+        vm.shutdown(Duration::from_millis(500)).await
+    };
     timings.exit_to_vm_gone = t_exit.elapsed();
     debug!(
         "vm gone {:?} after the process exited",

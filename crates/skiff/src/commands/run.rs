@@ -297,6 +297,7 @@ fn run_container(
                 vm_config,
                 setup,
                 process: spec,
+                discard: a.rm,
             },
             host_io,
             ctl_rx,

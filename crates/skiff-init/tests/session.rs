@@ -21,6 +21,7 @@ async fn a_broken_session_is_followed_by_a_new_one() {
         None,
     )
     .unwrap();
+    skiff_init::log::init(None, std::env::var_os("SKIFF_TEST_DEBUG").is_some());
     let agent = AgentService::new(Mode::Host, 1).unwrap();
     let port = FdIo::new(guest, false).unwrap();
     tokio::spawn(skiff_init::session::serve_forever(port, agent));

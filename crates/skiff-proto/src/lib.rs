@@ -10,7 +10,7 @@
 pub mod session;
 mod transport;
 
-pub use transport::{connect, serve, ServerIo};
+pub use transport::{connect, serve};
 
 /// Generated messages, client and server of `skiff.v1`.
 pub mod v1 {

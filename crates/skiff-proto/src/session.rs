@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const HELLO: &str = "SKIFF-HELLO";
 const READY: &str = "SKIFF-READY";
 const GO: &str = "SKIFF-GO";
-/// Longer lines are noise (an old HTTP/2 stream) and are dropped.
-const MAX_LINE: usize = 200;
+/// Bytes kept of a line without a newline: the noise of an old HTTP/2 stream
+/// may run for kilobytes; only its end can hold our line.
+const MAX_LINE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -39,8 +40,10 @@ fn valid_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Reads one line (without the newline). Bytes beyond [`MAX_LINE`] restart the
-/// line. `Ok(None)` on EOF.
+/// Reads one line (without the newline) and returns it from its last
+/// `SKIFF-` on: our lines may follow binary noise of an old stream (an
+/// HTTP/2 SETTINGS or GOAWAY frame) with no newline in between. Of a long
+/// line only the last [`MAX_LINE`] bytes or so are kept. `Ok(None)` on EOF.
 async fn read_line<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
@@ -52,10 +55,11 @@ async fn read_line<R: AsyncRead + Unpin>(
             return Ok(None);
         }
         if byte[0] == b'\n' {
-            return Ok(Some(String::from_utf8_lossy(buf).into_owned()));
+            let start = buf.windows(6).rposition(|w| w == b"SKIFF-").unwrap_or(0);
+            return Ok(Some(String::from_utf8_lossy(&buf[start..]).into_owned()));
         }
         if buf.len() >= MAX_LINE {
-            buf.clear();
+            buf.drain(..MAX_LINE / 2);
         }
         buf.push(byte[0]);
     }
@@ -195,6 +199,34 @@ mod tests {
             "nothing but the single READY preceded the payload"
         );
         assert_eq!(&g.await.unwrap(), b"h2");
+    }
+
+    #[tokio::test]
+    async fn lines_after_binary_noise_without_newline() {
+        let (mut host, mut guest) = tokio::io::duplex(8192);
+        // An HTTP/2 SETTINGS/GOAWAY tail of the last session, no newline, then our lines.
+        let mut noise = vec![0u8, 0, 6, 4, 0, 0, 0, 0, 0, 0x7f, 0xff];
+        noise.extend(std::iter::repeat_n(0xaa, 100));
+        host.write_all(&noise).await.unwrap();
+        guest.write_all(&noise).await.unwrap();
+        let g = tokio::spawn(async move { guest_handshake(&mut guest, "n2").await.unwrap() });
+        // The guest answers a session once: a READY lost in the noise would hang.
+        tokio::time::timeout(Duration::from_secs(5), host_handshake(&mut host, "s3"))
+            .await
+            .expect("READY found after the noise")
+            .unwrap();
+        assert_eq!(g.await.unwrap(), "s3");
+
+        // Kilobytes of noise: only the end of the line is kept, and it holds ours.
+        let (mut host, mut guest) = tokio::io::duplex(16384);
+        host.write_all(&[0x55; 5000]).await.unwrap();
+        guest.write_all(&[0x55; 5000]).await.unwrap();
+        let g = tokio::spawn(async move { guest_handshake(&mut guest, "n3").await.unwrap() });
+        tokio::time::timeout(Duration::from_secs(5), host_handshake(&mut host, "s4"))
+            .await
+            .expect("READY found after long noise")
+            .unwrap();
+        assert_eq!(g.await.unwrap(), "s4");
     }
 
     #[tokio::test]

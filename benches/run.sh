@@ -45,7 +45,7 @@ skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://$IMG"
 run_pid=$!
 qpid=
 for _ in $(seq 300); do
-  qpid=$(pgrep -f "qemu-system.*$work/store" | head -1 || true)
+  qpid=$(pgrep -f "qemu-system.*$work/store.*control.sock" | head -1 || true)
   [ -n "$qpid" ] && break
   sleep 0.05
 done
@@ -110,7 +110,7 @@ run_pid=$!
 sleep 1
 qpid=
 for _ in $(seq 600); do
-  qpid=$(pgrep -f "qemu-system.*$work/store" | head -1 || true)
+  qpid=$(pgrep -f "qemu-system.*$work/store.*control.sock" | head -1 || true)
   [ -n "$qpid" ] && [ -S "$(ls -d "$work"/store/containers/*/ | head -1)control.sock" ] && break
   sleep 0.05
 done

@@ -166,7 +166,34 @@ pub fn build_with(
     tmp.as_file().sync_all().map_err(werr)?;
     set_readable(tmp.as_file()).map_err(werr)?;
     tmp.persist(&path).map_err(|e| werr(e.error))?;
+    remove_stale(cache_dir, &path);
     Ok(path)
+}
+
+/// A new archive means a new skiff-init or kernel: archives of earlier ones
+/// are removed once they are a minute old (a VM already booting keeps its
+/// open file; a caller that just chose one has long spawned QEMU by then).
+fn remove_stale(cache_dir: &Path, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if p == keep || !name.starts_with("initramfs-") || !name.ends_with(".cpio") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if old {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
 }
 
 fn set_readable(f: &File) -> std::io::Result<()> {
@@ -389,9 +416,23 @@ mod tests {
             "virtio.ko\nvirtio-rng.ko\n"
         );
 
-        // A changed init gives another archive.
+        // A changed init gives another archive; the old one goes once it is
+        // a minute old.
         std::fs::write(&init, b"other").unwrap();
-        assert_ne!(build(&cache, &init, &kernel).unwrap(), a);
+        let c = build(&cache, &init, &kernel).unwrap();
+        assert_ne!(c, a);
+        assert!(a.exists(), "a fresh archive is kept");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(&init, b"third").unwrap();
+        let d = build(&cache, &init, &kernel).unwrap();
+        assert!(!a.exists(), "a stale archive is removed");
+        assert!(c.exists() && d.exists());
     }
 
     #[test]

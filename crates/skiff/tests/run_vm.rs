@@ -108,9 +108,14 @@ fn env_workdir_user_groups_and_exit_code() {
     let (_reg, s, image) = setup("users");
     s.ok(&["pull", "-q", &image]);
     let _slot = slot();
+    // -e wins over --env-file, as in docker.
+    let env_file = s.root().join("env.list");
+    std::fs::write(&env_file, "# comment\nB=from-file\n\nA=overridden-by-e\n").unwrap();
     let out = s.run(&[
         "run",
         "--rm",
+        "--env-file",
+        env_file.to_str().unwrap(),
         "-e",
         "A=1",
         "-w",
@@ -121,7 +126,7 @@ fn env_workdir_user_groups_and_exit_code() {
         "/bin/sh",
         &image,
         "-c",
-        "id; pwd; echo $A; echo to-stderr >&2; exit 3",
+        "id; pwd; echo $A $B; echo to-stderr >&2; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -141,7 +146,7 @@ fn env_workdir_user_groups_and_exit_code() {
         ["10(wheel)", "1000(app)", "50(staff)"],
         "supplementary groups"
     );
-    assert_eq!(&lines[1..], ["/tmp/work", "1"]);
+    assert_eq!(&lines[1..], ["/tmp/work", "1 from-file"]);
     assert!(out.stderr.contains("to-stderr"), "stderr: {}", out.stderr);
     assert!(!out.stdout.contains("to-stderr"));
 }

@@ -11,11 +11,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 
-if command -v rustup >/dev/null 2>&1; then
+# SKIFF_INIT_LIBC=gnu forces the fallback (to test it where musl is installed).
+libc=${SKIFF_INIT_LIBC:-musl}
+if [ "$libc" = musl ] && command -v rustup >/dev/null 2>&1; then
     rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true
 fi
 
-if command -v rustup >/dev/null 2>&1 &&
+if [ "$libc" = musl ] && command -v rustup >/dev/null 2>&1 &&
     rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     triple=x86_64-unknown-linux-musl
     cargo build -p skiff-init --profile init --target "$triple" >&2

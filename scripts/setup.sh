@@ -25,14 +25,23 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
+# The guest kernel is fetched with `apt-get download`: stale package lists
+# would name a version the mirror no longer serves.
+stale_lists=0
+if [ "$(id -u)" = 0 ] && [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mtime -7 2>/dev/null | head -1)" ]; then
+  stale_lists=1
+fi
+if ((${#missing[@]})) || ((stale_lists)); then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: need root to install: ${missing[*]}" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  updated=1
+  if ((${#missing[@]})); then
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 fi
 
 # QEMU: the VMM (qemu-system-x86, microvm machine) and qemu-img (qcow2
@@ -45,7 +54,7 @@ if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/nul
   fi
   export DEBIAN_FRONTEND=noninteractive
   suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-  ((${#missing[@]})) || apt-get update -qq
+  ((${updated:-0})) || apt-get update -qq
   apt-get install -y -qq --no-install-recommends --allow-downgrades \
     qemu-system-x86 "qemu-utils/$suite" >/dev/null
 fi

@@ -212,7 +212,17 @@ fn apt_download(dir: &Path) -> Result<PathBuf> {
             .args(["download", "-q", &package])
             .current_dir(dir),
         "apt",
-    )?;
+    )
+    .map_err(|e| match e {
+        // Stale package lists name a version the mirror no longer has.
+        KernelError::ToolFailed { command, stderr } => KernelError::ToolFailed {
+            command,
+            stderr: format!(
+                "{stderr} (if the package lists are stale, run `apt-get update` and retry)"
+            ),
+        },
+        other => other,
+    })?;
     let entries = std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?;
     for e in entries {
         let e = e.map_err(io(format!("listing {}", dir.display())))?;

@@ -31,20 +31,16 @@ pub fn write_line(line: &str) {
         us / 1_000_000,
         us % 1_000_000
     );
-    match CONSOLE.get() {
-        Some(f) => {
-            if let Ok(mut f) = f.lock() {
-                let _ = f.write_all(text.as_bytes());
-            }
-        }
-        None => {
-            let _ = std::io::stderr().write_all(text.as_bytes());
-        }
-    }
+    write_console(&text, &mut std::io::stderr());
 }
 
 /// Writes raw text (the probe marker) to the console, without a prefix.
 pub fn write_raw(text: &str) {
+    write_console(text, &mut std::io::stdout());
+}
+
+/// To the console once [`init`] set one, else to `fallback`.
+fn write_console(text: &str, fallback: &mut dyn Write) {
     match CONSOLE.get() {
         Some(f) => {
             if let Ok(mut f) = f.lock() {
@@ -52,7 +48,7 @@ pub fn write_raw(text: &str) {
             }
         }
         None => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            let _ = fallback.write_all(text.as_bytes());
         }
     }
 }

@@ -513,10 +513,10 @@ async fn mount_and_network_reject_bad_input() {
 
 #[tokio::test]
 async fn mounts_tmpfs_with_data_and_read_only_binds() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: mounting needs root");
-        return;
-    }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "mounting needs root: run the suite as root (scripts/test.sh)"
+    );
     let mut c = agent().await;
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("t/m");

@@ -17,10 +17,10 @@ fn ip(args: &[&str]) -> String {
 
 #[test]
 fn loopback_addresses_and_routes_in_a_fresh_namespace() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root for a network namespace");
-        return;
-    }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root for a network namespace: run the suite as root (scripts/test.sh)"
+    );
     // A thread of its own: unshare(CLONE_NEWNET) moves only the calling
     // thread, and ip(8) started from it inherits that namespace.
     std::thread::spawn(|| {

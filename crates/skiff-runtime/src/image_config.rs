@@ -29,15 +29,16 @@ struct ConfigDoc {
     architecture: Option<String>,
 }
 
-/// Refuses an image this host's VMs cannot run (linux/amd64 guests only).
-pub fn check_platform(config_blob: &[u8]) -> Result<(), ConfigError> {
-    let doc: ConfigDoc = serde_json::from_slice(config_blob)?;
-    let os = doc.os.unwrap_or_else(|| "linux".into());
-    let arch = doc.architecture.unwrap_or_else(|| "amd64".into());
-    if os != "linux" || arch != "amd64" {
-        return Err(ConfigError::Platform(format!("{os}/{arch}")));
+impl ConfigDoc {
+    /// Refuses an image this host's VMs cannot run (linux/amd64 guests only).
+    fn check_platform(&self) -> Result<(), ConfigError> {
+        let os = self.os.as_deref().unwrap_or("linux");
+        let arch = self.architecture.as_deref().unwrap_or("amd64");
+        if os != "linux" || arch != "amd64" {
+            return Err(ConfigError::Platform(format!("{os}/{arch}")));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,14 @@ impl ImageProcess {
     /// From the bytes of the image config blob.
     pub fn parse(config_blob: &[u8]) -> Result<Self, ConfigError> {
         let doc: ConfigDoc = serde_json::from_slice(config_blob)?;
+        Ok(doc.config.unwrap_or_default())
+    }
+
+    /// [`ImageProcess::parse`] for an image skiff's VMs can run: refuses
+    /// anything but linux/amd64.
+    pub fn parse_runnable(config_blob: &[u8]) -> Result<Self, ConfigError> {
+        let doc: ConfigDoc = serde_json::from_slice(config_blob)?;
+        doc.check_platform()?;
         Ok(doc.config.unwrap_or_default())
     }
 }
@@ -239,8 +248,9 @@ mod tests {
             Err(ConfigError::NoCommand)
         ));
         assert!(ImageProcess::parse(b"{").is_err());
-        assert!(check_platform(br#"{"os":"linux","architecture":"amd64"}"#).is_ok());
-        let e = check_platform(br#"{"os":"linux","architecture":"arm64"}"#).unwrap_err();
+        assert!(ImageProcess::parse_runnable(br#"{"os":"linux","architecture":"amd64"}"#).is_ok());
+        let e =
+            ImageProcess::parse_runnable(br#"{"os":"linux","architecture":"arm64"}"#).unwrap_err();
         assert!(e.to_string().contains("linux/arm64"), "{e}");
     }
 }

@@ -32,16 +32,17 @@ const HEADER_LEN: u32 = 104;
 /// Header extension: the backing file's format.
 const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 
-/// Creates `overlay` (qcow2) over `base` (raw ext4; an absolute path, as
-/// qcow2 records it). The virtual size is the base's. The file appears
-/// whole or not at all.
+/// Creates `overlay` (qcow2) over `base` (raw ext4; recorded as an absolute
+/// path, since QEMU resolves a relative one against the overlay's
+/// directory). The virtual size is the base's. The file appears whole or not
+/// at all.
 pub fn create(base: &Path, overlay: &Path) -> Result<(), OverlayError> {
-    let size = std::fs::metadata(base)
-        .map_err(|source| OverlayError::Base {
-            path: base.to_path_buf(),
-            source,
-        })?
-        .len();
+    let base_err = |source| OverlayError::Base {
+        path: base.to_path_buf(),
+        source,
+    };
+    let base = std::fs::canonicalize(base).map_err(base_err)?;
+    let size = std::fs::metadata(&base).map_err(base_err)?.len();
     let image = qcow2_overlay(base.as_os_str().as_encoded_bytes(), size)?;
     let tmp = overlay.with_extension("qcow2.tmp");
     let write = || -> std::io::Result<()> {
@@ -156,18 +157,18 @@ mod tests {
         assert_eq!(v["virtual-size"], 3u64 << 30);
         assert_eq!(v["backing-filename"], base.to_str().unwrap());
         assert_eq!(v["backing-filename-format"], "raw");
+        // qemu-img compare: 0 identical, 1 different, 2 error.
+        let compare = || {
+            Command::new("qemu-img")
+                .args(["compare", "-f", "qcow2", "-F", "raw"])
+                .arg(&ov)
+                .arg(&base)
+                .status()
+                .unwrap()
+                .code()
+        };
         // Reading through the overlay gives the base, byte for byte.
-        let cmp = Command::new("qemu-img")
-            .args(["compare", "-f", "qcow2", "-F", "raw"])
-            .arg(&ov)
-            .arg(&base)
-            .output()
-            .unwrap();
-        assert!(
-            cmp.status.success(),
-            "{}",
-            String::from_utf8_lossy(&cmp.stdout)
-        );
+        assert_eq!(compare(), Some(0));
         // Writes land in the overlay, not in the base.
         let w = Command::new("qemu-io")
             .args(["-f", "qcow2", "-c", "write -P 0xab 65536 4096"])
@@ -177,13 +178,7 @@ mod tests {
         assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
         let check = qemu_img(&["check"], &ov);
         assert!(check.status.success());
-        let cmp = Command::new("qemu-img")
-            .args(["compare", "-f", "qcow2", "-F", "raw"])
-            .arg(&ov)
-            .arg(&base)
-            .output()
-            .unwrap();
-        assert!(!cmp.status.success(), "the write should make them differ");
+        assert_eq!(compare(), Some(1), "the write should make them differ");
 
         let err = create(
             &dir.path().join("missing.ext4"),

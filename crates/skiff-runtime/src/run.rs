@@ -325,42 +325,5 @@ pub fn find_init() -> Option<PathBuf> {
         PathBuf::from("/usr/lib/skiff/skiff-init"),
     ]
     .into_iter()
-    .find(|p| is_static_elf(p))
-}
-
-/// An ELF executable without a PT_INTERP program header (no dynamic loader).
-pub fn is_static_elf(path: &std::path::Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    const PT_INTERP: u32 = 3;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut h = [0u8; 64];
-    if f.read_exact(&mut h).is_err() || &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
-        return false;
-    }
-    let phoff = u64::from_le_bytes(h[0x20..0x28].try_into().unwrap_or_default());
-    let phentsize = u16::from_le_bytes([h[0x36], h[0x37]]) as usize;
-    let phnum = u16::from_le_bytes([h[0x38], h[0x39]]) as usize;
-    if phentsize < 4 || phnum == 0 || f.seek(SeekFrom::Start(phoff)).is_err() {
-        return false;
-    }
-    let mut ph = vec![0u8; phentsize * phnum];
-    if f.read_exact(&mut ph).is_err() {
-        return false;
-    }
-    ph.chunks(phentsize)
-        .all(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) != PT_INTERP)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn static_elf_check() {
-        // The test binary itself is dynamically linked; /bin/busybox (busybox-static) is not.
-        let me = std::env::current_exe().unwrap();
-        assert!(!super::is_static_elf(&me));
-        assert!(super::is_static_elf(std::path::Path::new("/bin/busybox")));
-        assert!(!super::is_static_elf(std::path::Path::new("/etc/passwd")));
-    }
+    .find(|p| skiff_sandbox::kernel::elf::is_static_executable(p))
 }

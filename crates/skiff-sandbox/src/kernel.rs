@@ -15,7 +15,7 @@
 //! swapped in by one rename, so readers see the old or the new one, whole.
 
 mod bzimage;
-pub(crate) mod elf;
+pub mod elf;
 pub mod modules;
 
 use std::fs::File;

@@ -29,6 +29,11 @@ impl Drop for RawMode {
     }
 }
 
+/// (rows, cols) of skiff's terminal: stdout's, else stdin's.
+pub fn host_size() -> Option<(u16, u16)> {
+    size(rustix::stdio::stdout()).or_else(|| size(rustix::stdio::stdin()))
+}
+
 /// (rows, cols) of the terminal on `fd`, if it is one.
 pub fn size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
     let ws = termios::tcgetwinsize(fd).ok()?;

@@ -366,17 +366,8 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
         "-c",
         "trap 'echo got-int; exit 7' INT; echo ready; while true; do sleep 0.2; done",
     ]);
-    let out_path = run.stdout_path();
-    common::wait_until(Duration::from_secs(90), "the container to start", || {
-        std::fs::read_to_string(&out_path)
-            .unwrap_or_default()
-            .contains("ready")
-    });
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(run.child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
+    wait_for_ready(&run);
+    interrupt(&run);
     let out = run.wait(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
     assert!(out.stdout.contains("got-int"));
@@ -386,11 +377,7 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
     common::wait_until(Duration::from_secs(30), "QEMU to start", || {
         !qemu_processes_with(&root).is_empty()
     });
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(run.child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
+    interrupt(&run);
     let out = run.wait(Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
     assert!(out.stderr.contains("interrupted"), "{}", out.stderr);
@@ -401,12 +388,7 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
 
     // SIGKILL of skiff: its VM dies with it.
     let run = s.spawn(&["run", &image, "sh", "-c", "echo ready; sleep 100"]);
-    let out_path = run.stdout_path();
-    common::wait_until(Duration::from_secs(90), "the container to start", || {
-        std::fs::read_to_string(&out_path)
-            .unwrap_or_default()
-            .contains("ready")
-    });
+    wait_for_ready(&run);
     assert!(
         !qemu_processes_with(&root).is_empty(),
         "no QEMU found while running"
@@ -454,4 +436,23 @@ fn refuses_foreign_platform_and_missing_kernel() {
         })
         .unwrap_or(0);
     assert_eq!(left, 0, "a failed --rm run left its container directory");
+}
+
+/// SIGINT to a spawned skiff, as Ctrl-C on its terminal would send.
+fn interrupt(run: &common::Spawned) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(run.child.id() as i32).expect("child pid"),
+        rustix::process::Signal::INT,
+    )
+    .expect("kill");
+}
+
+/// Waits for the container's "ready" line on a spawned skiff's stdout.
+fn wait_for_ready(run: &common::Spawned) {
+    let out_path = run.stdout_path();
+    common::wait_until(Duration::from_secs(90), "the container to start", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("ready")
+    });
 }

@@ -1,12 +1,14 @@
-//! Just enough ELF64 (little-endian) reading for two questions: does a
-//! vmlinux carry the PVH entry note that `-M microvm` boots through, and what
-//! does a kernel module's `.modinfo` section say. Every offset comes from the
-//! file, so every read is bounds-checked.
+//! Just enough ELF64 (little-endian) reading for three questions: does a
+//! vmlinux carry the PVH entry note that `-M microvm` boots through, what
+//! does a kernel module's `.modinfo` section say, and is a program static
+//! (no PT_INTERP) so that a guest without libc can run it as init. Every
+//! offset comes from the file, so every read is bounds-checked.
 
 const ELFMAG: &[u8; 4] = b"\x7fELF";
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 pub const EM_X86_64: u16 = 62;
+const PT_INTERP: u32 = 3;
 const PT_NOTE: u32 = 4;
 const SHT_NOTE: u32 = 7;
 /// XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit physical entry point of the PVH boot
@@ -73,28 +75,43 @@ impl<'a> Elf<'a> {
         Ok(Self { data, machine })
     }
 
-    /// Notes from program headers (PT_NOTE), falling back to note sections:
-    /// (name without NUL, type, descriptor).
-    pub fn notes(&self) -> Result<Vec<Note<'a>>, ElfError> {
+    /// Program headers: (type, file offset, file size).
+    fn program_headers(&self) -> Result<Vec<(u32, usize, usize)>, ElfError> {
         let d = self.data;
+        let bad = || ElfError::Corrupt("program headers");
         let phoff = usize_at(d, 32).ok_or(ElfError::Corrupt("header"))?;
         let phentsize = usize::from(u16_at(d, 54).ok_or(ElfError::Corrupt("header"))?);
         let phnum = usize::from(u16_at(d, 56).ok_or(ElfError::Corrupt("header"))?);
-        let mut notes = Vec::new();
+        let mut out = Vec::with_capacity(phnum);
         for i in 0..phnum {
             let ph = phoff
-                .checked_add(
-                    i.checked_mul(phentsize)
-                        .ok_or(ElfError::Corrupt("program headers"))?,
-                )
-                .ok_or(ElfError::Corrupt("program headers"))?;
-            let kind = u32_at(d, ph).ok_or(ElfError::Corrupt("program headers"))?;
+                .checked_add(i.checked_mul(phentsize).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+            let kind = u32_at(d, ph).ok_or_else(bad)?;
+            let off = usize_at(d, ph + 8).ok_or_else(bad)?;
+            let size = usize_at(d, ph + 32).ok_or_else(bad)?;
+            out.push((kind, off, size));
+        }
+        Ok(out)
+    }
+
+    /// Whether the program names a dynamic loader (PT_INTERP).
+    pub fn has_interp(&self) -> Result<bool, ElfError> {
+        Ok(self
+            .program_headers()?
+            .iter()
+            .any(|&(kind, ..)| kind == PT_INTERP))
+    }
+
+    /// Notes from program headers (PT_NOTE), falling back to note sections:
+    /// (name without NUL, type, descriptor).
+    pub fn notes(&self) -> Result<Vec<Note<'a>>, ElfError> {
+        let mut notes = Vec::new();
+        for (kind, off, size) in self.program_headers()? {
             if kind != PT_NOTE {
                 continue;
             }
-            let off = usize_at(d, ph + 8).ok_or(ElfError::Corrupt("program headers"))?;
-            let size = usize_at(d, ph + 32).ok_or(ElfError::Corrupt("program headers"))?;
-            let bytes = slice(d, off, size).ok_or(ElfError::Corrupt("note segment"))?;
+            let bytes = slice(self.data, off, size).ok_or(ElfError::Corrupt("note segment"))?;
             parse_notes(bytes, &mut notes)?;
         }
         if notes.is_empty() {
@@ -156,6 +173,19 @@ impl<'a> Elf<'a> {
     }
 }
 
+/// Whether `path` is an x86-64 ELF program without a dynamic loader: one a
+/// guest with no libc can run. Reads only the start of the file, where the
+/// program headers are.
+pub fn is_static_executable(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64 << 10);
+    let read = std::fs::File::open(path).and_then(|f| f.take(64 << 10).read_to_end(&mut head));
+    if read.is_err() {
+        return false;
+    }
+    Elf::parse(&head).is_ok_and(|e| e.machine == EM_X86_64 && e.has_interp() == Ok(false))
+}
+
 fn align4(n: usize) -> Option<usize> {
     n.checked_add(3).map(|n| n & !3)
 }
@@ -184,6 +214,15 @@ fn parse_notes<'a>(mut b: &'a [u8], out: &mut Vec<Note<'a>>) -> Result<(), ElfEr
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn static_executables() {
+        // The test binary is dynamically linked; busybox-static is not.
+        assert!(!is_static_executable(&std::env::current_exe().unwrap()));
+        assert!(is_static_executable(std::path::Path::new("/bin/busybox")));
+        assert!(!is_static_executable(std::path::Path::new("/etc/passwd")));
+        assert!(!is_static_executable(std::path::Path::new("/nonexistent")));
+    }
 
     /// A minimal ELF64 LE x86-64 file with one PT_NOTE segment holding `notes`
     /// (name, type, desc), and no sections.

@@ -1,7 +1,7 @@
 //! `skiff run`: a container in its own micro-VM.
 
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -133,8 +133,8 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
         }
     };
 
-    let config_blob = store.read_small_blob(&record.config)?;
-    image_config::check_platform(&config_blob).with_context(|| format!("running {}", a.image))?;
+    let image_cfg = ImageProcess::parse_runnable(&store.read_small_blob(&record.config)?)
+        .with_context(|| format!("running {}", a.image))?;
 
     // Its base filesystem, built once and cached.
     // The bar appears only if the filesystem is built now.
@@ -153,7 +153,6 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
     }
 
     // The process: image config merged with the command line.
-    let image_cfg = ImageProcess::parse(&config_blob)?;
     let mut env = Vec::new();
     for f in &a.env_file {
         env.extend(read_env_file(f)?);
@@ -201,7 +200,9 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
         updated: container::now(),
     });
     // From here on the directory is removed on every way out with --rm.
-    let result = run_container(&paths, &dir, &a, process, hostname, memory_mib, debug, t0);
+    let result = run_container(
+        &paths, &dir, &base, &a, process, hostname, memory_mib, debug, t0,
+    );
     let exited = result.as_ref().ok().copied();
     if a.rm {
         let _ = dir.remove();
@@ -220,6 +221,7 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
 fn run_container(
     paths: &Paths,
     dir: &ContainerDir,
+    base: &Path,
     a: &RunArgs,
     process: image_config::Process,
     hostname: String,
@@ -228,8 +230,7 @@ fn run_container(
     t0: Instant,
 ) -> anyhow::Result<i32> {
     let t = Instant::now();
-    let base = rootfs_base(paths, dir)?;
-    skiff_runtime::overlay::create(&base, &dir.overlay())?;
+    skiff_runtime::overlay::create(base, &dir.overlay())?;
     let vm = vmbase::prepare(paths).context("preparing the VM")?;
     tracing::debug!(
         "overlay, kernel, initramfs and accelerator ready in {:?} ({:?} since the command began)",
@@ -244,13 +245,7 @@ fn run_container(
     let vm_config = vm.config(dir, a.cpus, memory_mib, debug);
 
     let stdin_tty = std::io::stdin().is_terminal();
-    let tty_size = a
-        .tty
-        .then(|| {
-            terminal::size(rustix::stdio::stdout())
-                .or_else(|| terminal::size(rustix::stdio::stdin()))
-        })
-        .flatten();
+    let tty_size = a.tty.then(terminal::host_size).flatten();
     let spec = v1::ProcessSpec {
         id: MAIN_PROCESS.into(),
         args: process.args,
@@ -319,14 +314,6 @@ fn run_container(
     Ok(outcome.exit_code)
 }
 
-fn rootfs_base(paths: &Paths, dir: &ContainerDir) -> anyhow::Result<PathBuf> {
-    let cfg: ContainerConfig =
-        serde_json::from_slice(&std::fs::read(dir.path.join("config.json"))?)?;
-    let hex = cfg.image_digest.trim_start_matches("sha256:");
-    let p = paths.rootfs().join(format!("{hex}.ext4"));
-    std::fs::canonicalize(&p).with_context(|| format!("base filesystem {}", p.display()))
-}
-
 /// Host stdin in chunks, from a plain thread: a blocking read that may never
 /// return must not hold up the runtime's shutdown.
 fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
@@ -386,9 +373,7 @@ async fn forward_signals(
     let mut interrupts: Vec<Instant> = Vec::new();
     while let Some(sig) = sig_rx.recv().await {
         let ctl = if sig == rustix::process::Signal::WINCH.as_raw() {
-            match terminal::size(rustix::stdio::stdout())
-                .or_else(|| terminal::size(rustix::stdio::stdin()))
-            {
+            match terminal::host_size() {
                 Some((rows, cols)) => Control::Resize { rows, cols },
                 None => continue,
             }

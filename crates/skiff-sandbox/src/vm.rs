@@ -117,11 +117,14 @@ impl RunningVm {
         let listener = tokio::net::UnixListener::from_std(listener).map_err(state_err)?;
 
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
+        let child = cmd.spawn().map_err(|source| VmError::Spawn {
             path: cfg.qemu.path.clone(),
             source,
         })?;
         let pid = child.id().unwrap_or(0);
+        // Kills and reaps QEMU on every way out of here but success, including
+        // the caller dropping this future (Ctrl-C during boot).
+        let mut child = BootGuard(Some(child));
         let session = session_id();
 
         let connect = async {
@@ -171,7 +174,7 @@ impl RunningVm {
                     }
                 }
                 if !exited {
-                    kill_and_reap(&mut child);
+                    child.kill();
                 }
                 return Err(VmError::Boot {
                     reason,
@@ -180,7 +183,7 @@ impl RunningVm {
             }
         };
         if hello.protocol_version != skiff_proto::PROTOCOL_VERSION {
-            kill_and_reap(&mut child);
+            child.kill();
             return Err(VmError::Protocol {
                 guest: hello.protocol_version,
                 host: skiff_proto::PROTOCOL_VERSION,
@@ -195,7 +198,7 @@ impl RunningVm {
             total: started.elapsed(),
         };
         Ok(RunningVm {
-            child: Some(child),
+            child: child.0.take(),
             pid,
             agent,
             hello,
@@ -294,6 +297,30 @@ impl Drop for RunningVm {
 /// SIGKILL, then reap synchronously: a killed QEMU exits within milliseconds,
 /// and reaping here (not in tokio's background orphan queue) means the pid is
 /// gone when this returns.
+/// QEMU while it boots: killed and reaped on drop unless taken out.
+struct BootGuard(Option<tokio::process::Child>);
+
+impl BootGuard {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.0.as_mut() {
+            Some(c) => c.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            kill_and_reap(&mut c);
+        }
+    }
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn kill_and_reap(child: &mut tokio::process::Child) {
     let _ = child.start_kill();
     let deadline = Instant::now() + Duration::from_secs(10);

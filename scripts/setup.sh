@@ -16,9 +16,10 @@ PACKAGES=(
   cpio              # tests read back the initramfs
 )
 
-# --peers: also the peers the slow compatibility suite checks against.
+# --peers: also what the slow suite needs: the peers it checks against, and
+# debootstrap for skiff-ext4's Debian rootfs test (cached outside the clone).
 if [ "${1:-}" = --peers ]; then
-  PACKAGES+=(docker.io podman)
+  PACKAGES+=(docker.io podman debootstrap)
 fi
 
 missing=()

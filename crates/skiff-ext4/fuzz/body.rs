@@ -9,15 +9,20 @@
 //!   into two layers; bits 4-5 then wrap the second one
 //!
 //! Builds into a sparse file; a panic is a crash, and so is a built image
-//! that `e2fsck -fn` does not pass.
+//! that `e2fsck -fn` does not pass cleanly (the strict check of
+//! `tests/common/fsck.rs`: exit 0 alone lets IGNORED problems through).
 
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use skiff_ext4::writer::{self, Options};
+
+// The strict e2fsck check that every ext4 test uses.
+#[path = "../tests/common/fsck.rs"]
+mod fsck;
 
 /// Recomputes the header checksums along the chain of headers, skipping
 /// each entry's data as its size field says (header-only types have none).
@@ -91,7 +96,10 @@ fn image_path() -> PathBuf {
     } else {
         std::env::temp_dir()
     };
-    dir.join(format!("skiff-ext4-fuzz-{}.img", std::process::id()))
+    // One name per run: the stable tests run the body on several threads.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("skiff-ext4-fuzz-{}-{n}.img", std::process::id()))
 }
 
 /// What happened to one input.
@@ -124,21 +132,10 @@ pub fn run(data: &[u8]) -> Outcome {
             Outcome::Refused
         }
         Ok(_) => {
-            let out = Command::new("e2fsck")
-                .arg("-fn")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run e2fsck");
-            if out.status.code() != Some(0) {
+            if let Err(e) = fsck::fsck(&path) {
                 let keep = path.with_extension("bad.img");
                 let _ = std::fs::copy(&path, &keep);
-                panic!(
-                    "e2fsck -fn found problems (image kept at {}):\n{}{}",
-                    keep.display(),
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                panic!("{e}\n(image kept at {})", keep.display());
             }
             Outcome::Built
         }

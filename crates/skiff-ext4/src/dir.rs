@@ -479,6 +479,11 @@ impl<'b> LeafWriter<'b> {
     }
 }
 
+// The strict e2fsck check that every ext4 test uses.
+#[cfg(test)]
+#[path = "../tests/common/fsck.rs"]
+mod fsck;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,11 +1120,11 @@ mod tests {
             pub levels: Option<u8>,
         }
 
-        pub(super) fn run(label: &str, case: Case) -> Option<(BuiltDir, DirCsum)> {
-            if !have_tools() {
-                eprintln!("{label}: e2fsprogs not installed; skipping");
-                return None;
-            }
+        pub(super) fn run(label: &str, case: Case) -> (BuiltDir, DirCsum) {
+            assert!(
+                have_tools(),
+                "{label}: needs e2fsprogs (mkfs.ext4, debugfs, e2fsck)"
+            );
             let hp = params(case.version, case.unsigned);
             let build = |ino: u32, targets: &[u32]| {
                 let e = entries_of(&case.names, targets);
@@ -1211,24 +1216,9 @@ mod tests {
             }
             drop(f);
 
-            // e2fsck must find nothing wrong. Its exit status alone is not
-            // enough: with -n, some problems (a bad group descriptor
-            // checksum, for one) are reported as "IGNORED" with status 0.
-            let out = Command::new("e2fsck")
-                .arg("-fn")
-                .arg(&img)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            let unexpected: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.is_empty() && !l.starts_with("Pass ") && !l.contains(" files ("))
-                .collect();
-            assert!(
-                out.status.success() && unexpected.is_empty(),
-                "{label}: e2fsck -fn:\n{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            // e2fsck must find nothing wrong (the strict check shared by
+            // all ext4 tests).
+            fsck::check_fsck(&img);
 
             // debugfs lists exactly our entries.
             let mut got = ls(&img, "/d");
@@ -1289,10 +1279,12 @@ mod tests {
                     if mount(&probe, &tmp.path().join("pmnt")).is_some() {
                         panic!("{label}: the kernel refused to mount the image");
                     }
-                    eprintln!("{label}: cannot loop-mount here; kernel checks skipped");
+                    panic!(
+                        "{label}: cannot loop-mount here (the test needs root and loop devices)"
+                    );
                 }
             }
-            Some((d, csum(ino)))
+            (d, csum(ino))
         }
     }
 
@@ -1406,10 +1398,9 @@ mod tests {
         names.extend((0..200).map(|i| format!("filler-{i}").into_bytes()));
         let mut c = case(names, Some(0));
         c.fill = Some((1, 1));
-        if let Some((d, cs)) = e2e::run("collisions", c) {
-            let dx = read_dx(&d.blocks[..BS], ROOT_COUNT_OFFSET, cs.dir_seed());
-            assert_eq!(dx.iter().filter(|x| x.0 & 1 == 1).count(), pairs.len());
-        }
+        let (d, cs) = e2e::run("collisions", c);
+        let dx = read_dx(&d.blocks[..BS], ROOT_COUNT_OFFSET, cs.dir_seed());
+        assert_eq!(dx.iter().filter(|x| x.0 & 1 == 1).count(), pairs.len());
     }
 
     /// As above with two levels, arranged so that a colliding pair straddles
@@ -1454,50 +1445,18 @@ mod tests {
         names.extend(above[..na].iter().cloned());
         let mut c = case(names, Some(1));
         c.fill = Some((1, 1));
-        if let Some((d, cs)) = e2e::run("node-boundary", c) {
-            let dx = read_dx(&d.blocks[..BS], ROOT_COUNT_OFFSET, cs.dir_seed());
-            assert_eq!(dx.len(), 2);
-            assert_eq!(dx[1].0, second.0 | 1);
-        }
+        let (d, cs) = e2e::run("node-boundary", c);
+        let dx = read_dx(&d.blocks[..BS], ROOT_COUNT_OFFSET, cs.dir_seed());
+        assert_eq!(dx.len(), 2);
+        assert_eq!(dx[1].0, second.0 | 1);
     }
 
-    /// Timing, not a test: `cargo test --release -p skiff-ext4 --lib
-    /// dir::tests::time_100k -- --ignored --nocapture`.
+    /// 100k names of random bytes, 1 to 255 of them (few to a leaf, high
+    /// bytes: what e2e_100k_entries_two_levels lacks); e2fsck, debugfs and
+    /// the kernel read every one back.
     #[test]
-    #[ignore]
-    fn time_100k() {
-        let hp = params(HashVersion::HalfMd4, false);
-        let cs = csum(77);
-        for (label, names) in [
-            (
-                "short (file-N.txt)",
-                (0..100_000)
-                    .map(|i| format!("file-{i}.txt").into_bytes())
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "27-byte",
-                (0..100_000)
-                    .map(|i| format!("some-longer-file-name-{i:06}").into_bytes())
-                    .collect(),
-            ),
-            ("random 1..=255", random_names(100_000, 0, &any_bytes(), 5)),
-        ] {
-            let e = entries_of(&names, &[12]);
-            let mut best = f64::MAX;
-            let mut d = None;
-            for _ in 0..10 {
-                let t = std::time::Instant::now();
-                d = Some(build_dir(77, 2, &e, &cs, &hp));
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let d = d.unwrap();
-            eprintln!(
-                "100k {label}: {:.1} ms, {} blocks, indirect_levels {}",
-                best * 1e3,
-                d.block_count(),
-                d.blocks[30]
-            );
-        }
+    fn e2e_100k_random_names() {
+        let names = random_names(100_000, 0, &any_bytes(), 5);
+        e2e::run("100k random", case(names, Some(1)));
     }
 }

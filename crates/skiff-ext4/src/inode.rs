@@ -74,11 +74,27 @@ impl Default for InodeSpec {
     }
 }
 
+/// The times a 256-byte inode holds (1901-12-13 to 2446-05-10): the
+/// kernel clamps to them (`s_time_min`, `s_time_max`).
+const TIME_MIN: i64 = i32::MIN as i64;
+const TIME_MAX: i64 = i32::MAX as i64 + (3 << 32);
+/// 2310-04-04 to 2378: epoch 3 with bit 31 set, which e2fsck (until 2242)
+/// takes for a pre-1970 time that old kernels mis-encoded, and "fixes".
+const E2FSCK_PRE_1970: std::ops::Range<i64> = (3 << 32) - (1 << 31)..3 << 32;
+
 /// Seconds and the `_extra` field: 2 epoch bits, 30 bits of nanoseconds.
+/// Times out of range are clamped as the kernel clamps them; the ones that
+/// e2fsck would take for pre-1970 ones, to the second before.
 fn encode_time(t: Timestamp) -> (u32, u32) {
-    let lo = t.secs as i32;
-    let epoch = ((t.secs - lo as i64) >> 32) as u32 & 3;
-    (lo as u32, epoch | (t.nanos.min(999_999_999) << 2))
+    let (secs, nanos) = match t.secs {
+        s if s < TIME_MIN => (TIME_MIN, 0),
+        s if s > TIME_MAX => (TIME_MAX, 0),
+        s if E2FSCK_PRE_1970.contains(&s) => (E2FSCK_PRE_1970.start - 1, 0),
+        s => (s, t.nanos.min(999_999_999)),
+    };
+    let lo = secs as i32;
+    let epoch = ((secs - lo as i64) >> 32) as u32 & 3;
+    (lo as u32, epoch | (nanos << 2))
 }
 
 /// Encodes an inode and its checksum (seeded per inode: crc32c(fs seed, ino, generation)).
@@ -383,6 +399,27 @@ mod tests {
         assert_eq!((lo, extra & 3), (1 << 31, 1));
         let (lo, extra) = encode_time(Timestamp { secs: -1, nanos: 0 });
         assert_eq!((lo, extra & 3), (u32::MAX, 0));
+    }
+
+    /// As the kernel decodes them (`ext4_decode_extra_time`).
+    fn decode_time((lo, extra): (u32, u32)) -> (i64, u32) {
+        (lo as i32 as i64 + ((extra as i64 & 3) << 32), extra >> 2)
+    }
+
+    #[test]
+    fn times_out_of_range_are_clamped() {
+        let t = |secs, nanos| decode_time(encode_time(Timestamp { secs, nanos }));
+        assert_eq!(t(TIME_MIN, 7), (TIME_MIN, 7));
+        assert_eq!(t(TIME_MIN - 1, 7), (TIME_MIN, 0));
+        assert_eq!(t(TIME_MAX, 7), (TIME_MAX, 7));
+        assert_eq!(t(TIME_MAX + 1, 7), (TIME_MAX, 0));
+        assert_eq!(t(i64::MAX, 7), (TIME_MAX, 0));
+        assert_eq!(t(i64::MIN, 7), (TIME_MIN, 0));
+        // 2310-04-04: the last second before the range e2fsck "fixes".
+        let last = 10_737_418_239;
+        assert_eq!(t(last, 7), (last, 7));
+        assert_eq!(t(last + 1, 7), (last, 0));
+        assert_eq!(t(3 << 32, 7), (3 << 32, 7));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const MAX_FILE_SIZE: u64 = ((1u64 << 32) - 1) * 4096;
 const BLOCK: u64 = 512;
 /// GNU long name / long link name data (`L`, `K`).
 const MAX_LONG_NAME: u64 = 1 << 20;
+/// The reason of a header whose checksum is wrong (for the first block of
+/// an uncompressed layer: not tar at all).
+pub(crate) const BAD_CHECKSUM: &str = "invalid tar header checksum";
+
 /// One PAX extended header (`x`).
 const MAX_PAX: u64 = 8 << 20;
 /// Entries in one sparse map.
@@ -329,7 +333,7 @@ impl<R: Read> TarReader<R> {
             if !checksum_ok(&blk) {
                 return Err(LayerError::Corrupt {
                     offset: at,
-                    reason: "invalid tar header checksum".into(),
+                    reason: BAD_CHECKSUM.into(),
                 });
             }
             let typeflag = blk[156];

@@ -1,6 +1,6 @@
 //! skiff-ext4: writes an ext4 filesystem image directly from a stream of OCI
 //! layer tarballs — no mkfs, no mount, no unpacked directory, no root needed to
-//! keep ownership. See shared/DESIGN.md ("Unpack to ext4").
+//! keep ownership. See ARCHITECTURE.md.
 
 pub mod alloc;
 pub mod checksum;

@@ -264,8 +264,12 @@ impl Tree {
                             let mut stream = tr.into_inner();
                             layer::drain(&mut stream).map(|()| stats)
                         }
-                        Err(LayerError::Corrupt { offset: 0, .. })
-                            if compression == layer::Compression::None =>
+                        // Only a first block that is no tar header at all: a
+                        // valid one with, say, a bad PAX record is a corrupt
+                        // tar archive.
+                        Err(LayerError::Corrupt { offset: 0, reason })
+                            if compression == layer::Compression::None
+                                && reason == layer::BAD_CHECKSUM =>
                         {
                             Err(LayerError::NotTar)
                         }
@@ -317,6 +321,14 @@ impl Tree {
         };
 
         if let Some(target) = name.strip_prefix(b".wh.") {
+            if matches!(target, b"" | b"." | b"..") {
+                // Names no file of the directory: docker would delete the
+                // directory itself (or its parent), containerd refuses.
+                return Err(LayerError::Entry {
+                    path: path(),
+                    reason: "invalid whiteout name (it names no file)".into(),
+                });
+            }
             let Some(dir) = self.find_dir_or_loop(parents, &path)? else {
                 return Ok(()); // nothing there to delete
             };
@@ -324,7 +336,7 @@ impl Tree {
                 self.make_opaque(dir, sink);
             } else if target.starts_with(b".wh.") {
                 // Other AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): ignored.
-            } else if !matches!(target, b"" | b"." | b"..") {
+            } else {
                 self.unlink(dir, target, sink);
             }
             return Ok(());
@@ -1193,7 +1205,6 @@ pub(crate) mod tests {
             .file(".wh..wh.plnk", b"")
             .dir(".wh..wh.plnk/")
             .file(".wh..wh.aufs", b"")
-            .file(".wh.", b"")
             .finish();
         let (tree, _) = one_layer(&tar);
         assert_eq!(tree.live_nodes(), 1, "{:?}", names(&tree, "/"));
@@ -2033,7 +2044,7 @@ pub(crate) mod tests {
                     // Named like build_layer names it: DIR/.wh.NAME.
                     let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
                     if name == "." || name == ".." {
-                        continue;
+                        return false; // an invalid whiteout name
                     }
                     let mut p = clean(dir);
                     p.push(name.to_string());

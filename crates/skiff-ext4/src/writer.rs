@@ -44,8 +44,6 @@ pub enum Error {
     XattrTooLarge { path: String },
     #[error("{path}: symlink target longer than 4095 bytes")]
     SymlinkTooLong { path: String },
-    #[error("/lost+found in the layers is not a directory; ext4 needs it to be one")]
-    LostFoundNotDir,
     #[error("directory (inode {ino}): {message}")]
     Directory { ino: u32, message: String },
     #[error("{path}: too fragmented ({extents} extents)")]
@@ -58,8 +56,9 @@ pub struct Options {
     /// Exact image size in bytes (rounded down to 4 KiB); default: content +
     /// metadata + `headroom`.
     pub size: Option<u64>,
-    /// Free space to leave for the container's writes; default: the content
-    /// size, at least 1 GiB. The image is sparse: free space costs no disk.
+    /// Free space to leave for the container's writes (available as the
+    /// kernel counts it); default: the content size, at least 1 GiB. The
+    /// image is sparse: free space costs no disk.
     pub headroom: Option<u64>,
     pub uuid: Option<[u8; 16]>,
     pub label: String,
@@ -91,6 +90,14 @@ pub struct Stats {
     pub blocks: u64,
     pub free_blocks: u64,
     pub image_bytes: u64,
+}
+
+/// Blocks of a filesystem of `total` blocks that the kernel keeps for its
+/// own metadata and never offers to writes (`ext4_calculate_resv_clusters`:
+/// 2%, at most 4096): the headroom is on top of them, so that it is what
+/// `df` shows as available.
+fn kernel_reserve(total: u64) -> u64 {
+    (total / 50).min(4096)
 }
 
 /// An output that can be sized (a sparse file: set_len, not zeros).
@@ -391,7 +398,10 @@ impl Layout {
         };
         let lf_node = root_children.get(&b"lost+found"[..]).copied();
         let synthetic_lf = match lf_node {
-            Some(id) if matches!(tree.node(id).kind, NodeKind::Dir { .. }) => {
+            // The layers' own /lost+found, whatever it is (GNU tar and docker
+            // extract a file there as a file; e2fsck and the kernel need no
+            // lost+found to pass or mount), takes inode 11, as mke2fs's does.
+            Some(id) => {
                 ino_of.insert(id, LOST_FOUND_INO);
                 items.push(Item {
                     ino: LOST_FOUND_INO,
@@ -400,8 +410,6 @@ impl Layout {
                 });
                 false
             }
-            // e2fsck needs /lost+found to be a directory.
-            Some(_) => return Err(Error::LostFoundNotDir),
             None => {
                 items.push(Item {
                     ino: LOST_FOUND_INO,
@@ -602,7 +610,7 @@ impl Layout {
                     }
                     given
                 }
-                None => (needed + headroom).max(min_total),
+                None => (needed + headroom + kernel_reserve(total)).max(min_total),
             };
             plan = Some((
                 groups as u32,

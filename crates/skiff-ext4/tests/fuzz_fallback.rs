@@ -208,3 +208,25 @@ fn fuzz_body_over_seeds_and_mutations() {
         "too few mutations built: {built}"
     );
 }
+
+/// Inputs the fuzzer found (`fuzz/regressions/tar_layer`), each with its
+/// outcome since the fix.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/tar_layer");
+    // A 12-digit octal mtime in 2334: stored as is, e2fsck took it for a
+    // mis-encoded pre-1970 time (exit 0, "IGNORED"-style); now clamped.
+    let cases = [("mtime-2334-read-as-pre-1970", body::Outcome::Built)];
+    let mut on_disk: Vec<String> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut named: Vec<String> = cases.iter().map(|(n, _)| n.to_string()).collect();
+    named.sort();
+    assert_eq!(on_disk, named, "every regression input has its case here");
+    for (name, want) in cases {
+        let data = fs::read(dir.join(name)).unwrap();
+        assert_eq!(body::run(&data), want, "{name}");
+    }
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::process::Command;
 
 use common::*;
@@ -357,10 +357,10 @@ fn sparse_file_over_4_gib_keeps_its_holes() {
             "{format}: holes stay holes, but {} bytes are allocated",
             md.blocks() * 512
         );
+        let image_len = fs::metadata(&img.path).unwrap().len();
         assert!(
-            img.stats.image_bytes < 1 << 30,
-            "the image does not grow with the holes: {}",
-            img.stats.image_bytes
+            image_len < 1 << 30,
+            "the image does not grow with the holes: {image_len} bytes"
         );
     }
 }
@@ -457,16 +457,19 @@ fn default_options_leave_at_least_a_gib_free() {
     b.file("f", &noise(100_000, 5), &M::default());
     let l = b.finish();
     let img = build_ok(&[l.gz()], &skiff_ext4::writer::Options::default());
+    // What the kernel offers to write, as `df` shows it.
+    let st = statvfs_of(&img.path);
     assert!(
-        img.stats.free_blocks * 4096 >= 1 << 30,
-        "default headroom: {:?}",
-        img.stats
+        st.f_bavail * st.f_frsize >= 1 << 30,
+        "default headroom: {} bytes available",
+        st.f_bavail * st.f_frsize
     );
-    let on_disk = fs::metadata(&img.path).unwrap().blocks() * 512;
+    let md = fs::metadata(&img.path).unwrap();
+    let on_disk = md.blocks() * 512;
     assert!(
         on_disk < 64 << 20,
         "the image is sparse: {on_disk} bytes on disk for {} bytes",
-        img.stats.image_bytes
+        md.len()
     );
     let reference = Reference::of(&[&l]);
     assert_matches_reference(&img.path, &reference);
@@ -483,7 +486,14 @@ fn many_small_files_small_headroom() {
     }
     let l = b.finish();
     let img = build_ok(&[l.tar], &opts());
-    assert!(img.stats.inodes >= 40_000);
+    // Inodes in use as the kernel counts them: the 40,000 files, d, and the
+    // 11 that every ext4 has (reserved ones, root, lost+found); the same as
+    // e2fsck's count, over more groups than one.
+    let used = 40_000 + 1 + 11;
+    let st = statvfs_of(&img.path);
+    assert_eq!(st.f_files - st.f_ffree, used);
+    assert_eq!(check_fsck(&img.path).inodes_used, used);
+    assert!(dumpe2fs_field(&img.path, "Inodes per group") < used);
     let m = Mount::ro(&img.path);
     assert_eq!(fs::read_dir(m.path().join("d")).unwrap().count(), 40_000);
 }
@@ -755,4 +765,58 @@ fn journal_replays_after_a_crash() {
         m.unmount();
     }
     check_fsck(&img.path);
+}
+
+/// The fsck check itself (`common/fsck.rs`): a clean image passes with
+/// e2fsck's own counts; a bad group descriptor checksum, which `e2fsck -fn`
+/// reports as IGNORED and still exits 0 for, is rejected.
+#[test]
+fn fsck_check_rejects_what_the_exit_status_lets_through() {
+    let mut b = LayerBuilder::new();
+    b.file("f", b"x", &M::default());
+    let img = build_ok(&[b.finish().tar], &opts());
+    let s = check_fsck(&img.path);
+    let blocks = dumpe2fs_field(&img.path, "Block count");
+    assert_eq!(s.blocks, blocks);
+    assert_eq!(
+        s.blocks_used,
+        blocks - dumpe2fs_field(&img.path, "Free blocks")
+    );
+    // The 11 inodes every ext4 has (reserved, root, lost+found), and f.
+    assert_eq!(s.inodes_used, 12);
+
+    // Group 0's descriptor is the first in block 1 (4 KiB blocks); its
+    // checksum is bg_checksum at offset 0x1e.
+    assert_eq!(dumpe2fs_field(&img.path, "Block size"), 4096);
+    assert_eq!(dumpe2fs_field(&img.path, "First block"), 0);
+    let groups = run(Command::new("dumpe2fs").arg(&img.path));
+    let csum = groups
+        .lines()
+        .find(|l| l.starts_with("Group 0:"))
+        .and_then(|l| l.split_once(" csum 0x"))
+        .and_then(|(_, r)| u16::from_str_radix(&r[..4], 16).ok())
+        .unwrap_or_else(|| panic!("no checksum for group 0 in dumpe2fs:\n{groups}"));
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    let mut raw = [0u8; 2];
+    f.read_exact_at(&mut raw, 4096 + 0x1e).unwrap();
+    assert_eq!(raw, csum.to_le_bytes(), "bg_checksum of group 0");
+    f.write_all_at(&[!raw[0], raw[1]], 4096 + 0x1e).unwrap();
+    drop(f);
+
+    let bare = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        bare.status.code(),
+        Some(0),
+        "the premise: e2fsck -fn exits 0 for this corruption"
+    );
+    let err = fsck::fsck(&img.path).expect_err("a bad descriptor checksum must be rejected");
+    assert!(err.contains("IGNORED"), "{err}");
 }

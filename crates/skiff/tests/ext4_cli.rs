@@ -4,6 +4,10 @@
 //! one-line errors that leave no output (and no temp file) behind.
 
 mod common;
+// The strict e2fsck check that every ext4 test uses (exit 0 alone lets
+// problems reported as IGNORED through).
+#[path = "../../skiff-ext4/tests/common/fsck.rs"]
+mod fsck;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,25 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-
-/// `e2fsck -fn` must exit 0.
-#[track_caller]
-fn check_fsck(img: &Path) {
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(img)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run e2fsck (install e2fsprogs)");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "e2fsck -fn {} is not clean:\n{}{}",
-        img.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use fsck::check_fsck;
 
 /// `debugfs -R CMD IMG`: stdout.
 fn debugfs(img: &Path, cmd: &str) -> Vec<u8> {

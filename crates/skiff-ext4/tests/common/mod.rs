@@ -5,7 +5,8 @@
 //!   large ids), devices, whiteouts — byte by byte where a test needs hostile
 //!   input, and records what it wrote for the reference extraction.
 //! * [`build`] / [`build_ok`]: run `skiff_ext4::writer::build` into a sparse
-//!   file; [`check_fsck`]: `e2fsck -fn` must be clean.
+//!   file; [`check_fsck`]: `e2fsck -fn` must be clean (the strict check of
+//!   [`fsck`], shared with the unit tests, the fuzz body and the CLI tests).
 //! * [`Mount`]: a loop mount (read-only or read-write) that unmounts on drop.
 //! * [`Reference`]: applies layers with GNU tar into a directory, with OCI
 //!   whiteouts and opaque directories done by hand, as the oracle.
@@ -29,6 +30,9 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 use skiff_ext4::writer::{self, Options, Stats};
 use tempfile::TempDir;
+
+pub mod fsck;
+pub use fsck::check_fsck;
 
 /// Seconds used as the default mtime of generated entries.
 pub const T0: i64 = 1_700_000_000;
@@ -495,7 +499,6 @@ pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
 pub struct Image {
     pub dir: TempDir,
     pub path: PathBuf,
-    pub stats: Stats,
 }
 
 /// Small headroom, fixed time: cheap and deterministic.
@@ -529,36 +532,9 @@ pub fn build(
 #[track_caller]
 pub fn build_ok(layers: &[Vec<u8>], opts: &Options) -> Image {
     let (dir, path, r) = build(layers, opts);
-    let stats = r.unwrap_or_else(|e| panic!("build failed: {e}"));
+    r.unwrap_or_else(|e| panic!("build failed: {e}"));
     check_fsck(&path);
-    Image { dir, path, stats }
-}
-
-/// `e2fsck -fn IMAGE` must exit 0 and report nothing to fix. Returns its output.
-#[track_caller]
-pub fn check_fsck(path: &Path) -> String {
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run e2fsck (install e2fsprogs)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let suspicious = text.lines().any(|l| {
-        let l = l.trim_end();
-        l.ends_with("? no") || l.ends_with("?  no") || l.contains("WARNING")
-    });
-    assert!(
-        out.status.code() == Some(0) && !suspicious,
-        "e2fsck -fn {} is not clean (exit {:?}):\n{text}",
-        path.display(),
-        out.status.code()
-    );
-    text
+    Image { dir, path }
 }
 
 /// `debugfs -R CMD IMAGE` (read-only); its stdout.
@@ -588,6 +564,17 @@ pub fn dumpe2fs_field(img: &Path, field: &str) -> u64 {
             (k.trim() == field).then(|| v.trim().parse().ok())?
         })
         .unwrap_or_else(|| panic!("dumpe2fs -h has no numeric {field:?}:\n{text}"))
+}
+
+/// The filesystem's size in bytes, from the superblock as dumpe2fs reads it.
+pub fn fs_bytes(img: &Path) -> u64 {
+    dumpe2fs_field(img, "Block count") * dumpe2fs_field(img, "Block size")
+}
+
+/// `statvfs` of the image mounted read-only: the kernel's figures.
+pub fn statvfs_of(img: &Path) -> rustix::fs::StatVfs {
+    let m = Mount::ro(img);
+    rustix::fs::statvfs(m.path()).unwrap_or_else(|e| panic!("statvfs {}: {e}", img.display()))
 }
 
 /// Runs a command; panics with its output unless it succeeds. Returns stdout.
@@ -735,9 +722,27 @@ impl Reference {
     }
 
     pub fn apply(&mut self, layer: &Layer) {
+        self.apply_layer(layer, true);
+    }
+
+    /// [`Reference::apply`] for a layer without whiteouts whose members may
+    /// have `.wh.` in their path (`d/.wh..wh..opq/x` is a plain file): GNU
+    /// tar extracts every member.
+    pub fn apply_verbatim(&mut self, layer: &Layer) {
+        assert!(
+            !layer
+                .entries
+                .iter()
+                .any(|e| matches!(e.kind, Kind::Whiteout | Kind::Opaque)),
+            "apply_verbatim takes layers without whiteouts"
+        );
+        self.apply_layer(layer, false);
+    }
+
+    fn apply_layer(&mut self, layer: &Layer, whiteouts: bool) {
         let file = self.tmp.path().join("layer.tar");
         fs::write(&file, &layer.tar).unwrap();
-        self.apply_tar_file(&file, &layer.entries);
+        self.extract(&file, &layer.entries, whiteouts);
         fs::remove_file(&file).unwrap();
     }
 
@@ -781,6 +786,11 @@ impl Reference {
     /// entries are `entries` (whiteouts and the directories it has entries for
     /// matter; other kinds only for type changes).
     pub fn apply_tar_file(&mut self, file: &Path, entries: &[Recorded]) {
+        self.extract(file, entries, true);
+    }
+
+    /// `whiteouts`: members named `.wh.*` are whiteouts (not extracted).
+    fn extract(&mut self, file: &Path, entries: &[Recorded], whiteouts: bool) {
         for e in entries {
             assert!(
                 !e.path.split(|&b| b == b'/').any(|c| c == b".."),
@@ -860,10 +870,10 @@ impl Reference {
                 "--numeric-owner",
                 "--same-owner",
                 "-p",
-                "--exclude=.wh.*",
                 "--delay-directory-restore",
-                "-C",
             ])
+            .args(whiteouts.then_some("--exclude=.wh.*"))
+            .arg("-C")
             .arg(&self.root)
             .arg("-f")
             .arg(file));

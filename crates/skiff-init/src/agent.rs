@@ -156,7 +156,12 @@ impl Agent for AgentService {
     }
 
     async fn mount(&self, request: Request<MountRequest>) -> RpcResult<Empty> {
-        crate::mounts::mount(&request.into_inner()).map_err(|e| Status::internal(e.to_string()))?;
+        crate::mounts::mount(&request.into_inner()).map_err(|e| match e {
+            crate::mounts::MountError::RelativeTarget(_) | crate::mounts::MountError::BadData => {
+                Status::invalid_argument(e.to_string())
+            }
+            _ => Status::internal(e.to_string()),
+        })?;
         Ok(Response::new(Empty {}))
     }
 

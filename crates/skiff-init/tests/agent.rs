@@ -21,6 +21,13 @@ use tonic::Code;
 
 type Client = AgentClient<Channel>;
 
+/// Asserts `r` failed with exactly this code and message.
+#[track_caller]
+fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, message: &str) {
+    let e = r.expect_err("the call must fail");
+    assert_eq!((e.code(), e.message()), (code, message), "{e:?}");
+}
+
 async fn agent() -> Client {
     let agent = AgentService::new(Mode::Host, 42).expect("agent");
     let (mut host, mut guest) = tokio::io::duplex(1 << 20);
@@ -130,7 +137,14 @@ async fn hello_reports_versions_and_times() {
             session_id: "x".into(),
         })
         .await;
-    assert_eq!(err.unwrap_err().code(), Code::FailedPrecondition);
+    assert_status(
+        err,
+        Code::FailedPrecondition,
+        &format!(
+            "host speaks protocol {}, this skiff-init serves {PROTOCOL_VERSION}",
+            PROTOCOL_VERSION + 1
+        ),
+    );
 }
 
 #[tokio::test]
@@ -337,22 +351,27 @@ async fn sigterm_ends_sleep_with_143_and_later_signals_are_no_ops() {
             signal: 9,
             group: false,
         })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+        .await;
+    assert_status(err, Code::NotFound, "no process \"nope\"");
 }
 
 #[tokio::test]
 async fn group_signal_reaches_children() {
     let mut c = agent().await;
-    c.create_process(sh("p", "sleep 100 & sleep 100; echo unreachable"))
-        .await
-        .unwrap();
-    let a = attach(&mut c, "p").await.unwrap();
+    // "ready" comes after the background sleep is forked: from then on the
+    // group has a child besides the shell, holding stdout open for 100 s.
+    c.create_process(sh(
+        "p",
+        "sleep 100 & echo ready; sleep 100; echo unreachable",
+    ))
+    .await
+    .unwrap();
+    let mut a = attach(&mut c, "p").await.unwrap();
     c.start_process(ProcessRef { id: "p".into() })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = a.output.message().await.unwrap().expect("ready");
+    assert_eq!(first.data, b"ready\n");
     c.signal(SignalRequest {
         id: "p".into(),
         signal: 9,
@@ -362,8 +381,8 @@ async fn group_signal_reaches_children() {
     .unwrap();
     let (out, _) = tokio::time::timeout(Duration::from_secs(10), drain(a.output))
         .await
-        .expect("pipes closed");
-    assert!(out.is_empty());
+        .expect("pipes closed: the background sleep was killed too");
+    assert!(out.is_empty(), "{out:?}");
     assert_eq!(wait(&mut c, "p").await.signal, 9);
 }
 
@@ -393,20 +412,20 @@ async fn lookup_errors_are_distinguishable() {
         args: vec!["no-such-program-skiff".into()],
         ..Default::default()
     };
-    let err = c.create_process(spec).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(
-        err.message(),
-        "exec: \"no-such-program-skiff\": executable file not found in $PATH"
+    assert_status(
+        c.create_process(spec).await,
+        Code::NotFound,
+        "exec: \"no-such-program-skiff\": executable file not found in $PATH",
     );
     let spec = ProcessSpec {
         id: "b".into(),
         args: vec!["/etc/passwd".into()],
         ..Default::default()
     };
-    assert_eq!(
-        c.create_process(spec).await.unwrap_err().code(),
-        Code::PermissionDenied
+    assert_status(
+        c.create_process(spec).await,
+        Code::PermissionDenied,
+        "exec: \"/etc/passwd\": permission denied",
     );
     let spec = ProcessSpec {
         id: "c".into(),
@@ -414,11 +433,10 @@ async fn lookup_errors_are_distinguishable() {
         user: "no-such-user-skiff".into(),
         ..Default::default()
     };
-    let err = c.create_process(spec).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(
-        err.message(),
-        "unable to find user no-such-user-skiff: no matching entries in passwd file"
+    assert_status(
+        c.create_process(spec).await,
+        Code::InvalidArgument,
+        "unable to find user no-such-user-skiff: no matching entries in passwd file",
     );
 }
 
@@ -426,25 +444,26 @@ async fn lookup_errors_are_distinguishable() {
 async fn ids_user_and_cwd() {
     let mut c = agent().await;
     c.create_process(sh("p", "true")).await.unwrap();
-    assert_eq!(
-        c.create_process(sh("p", "true")).await.unwrap_err().code(),
-        Code::AlreadyExists
+    assert_status(
+        c.create_process(sh("p", "true")).await,
+        Code::AlreadyExists,
+        "process \"p\" exists",
     );
-    assert_eq!(
-        c.start_process(ProcessRef { id: "q".into() })
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
+    assert_status(
+        c.start_process(ProcessRef { id: "q".into() }).await,
+        Code::NotFound,
+        "no process \"q\"",
     );
-    assert_eq!(
-        attach(&mut c, "q").await.err().map(|e| e.code()),
-        Some(Code::NotFound)
+    assert_status(
+        attach(&mut c, "q").await.map(|_| ()),
+        Code::NotFound,
+        "no process \"q\"",
     );
     let a = attach(&mut c, "p").await.unwrap();
-    assert_eq!(
-        attach(&mut c, "p").await.err().map(|e| e.code()),
-        Some(Code::FailedPrecondition)
+    assert_status(
+        attach(&mut c, "p").await.map(|_| ()),
+        Code::FailedPrecondition,
+        "process \"p\" is already attached",
     );
     // Wait before start resolves once the process has run; twice works.
     let mut c2 = c.clone();
@@ -452,12 +471,10 @@ async fn ids_user_and_cwd() {
     c.start_process(ProcessRef { id: "p".into() })
         .await
         .unwrap();
-    assert_eq!(
-        c.start_process(ProcessRef { id: "p".into() })
-            .await
-            .unwrap_err()
-            .code(),
-        Code::FailedPrecondition
+    assert_status(
+        c.start_process(ProcessRef { id: "p".into() }).await,
+        Code::FailedPrecondition,
+        "process p was already started",
     );
     drain(a.output).await;
     assert_eq!(early.await.unwrap().exit_code, 0);
@@ -490,7 +507,23 @@ async fn mount_and_network_reject_bad_input() {
         target: "relative".into(),
         ..Default::default()
     };
-    assert!(c.mount(req).await.is_err());
+    assert_status(
+        c.mount(req).await,
+        Code::InvalidArgument,
+        "mount target \"relative\" is not an absolute path",
+    );
+    let req = skiff_proto::v1::MountRequest {
+        source: "tmpfs".into(),
+        target: "/nonexistent-skiff-mount".into(),
+        fstype: "tmpfs".into(),
+        options: vec!["size=1m\0mode=700".into()],
+        mkdir: false,
+    };
+    assert_status(
+        c.mount(req).await,
+        Code::InvalidArgument,
+        "mount option data contains a NUL byte",
+    );
     let cfg = skiff_proto::v1::NetworkConfig {
         interfaces: vec![skiff_proto::v1::Interface {
             name: "no-such-if0".into(),
@@ -498,16 +531,16 @@ async fn mount_and_network_reject_bad_input() {
         }],
         routes: vec![],
     };
-    assert_eq!(
-        c.configure_network(cfg).await.unwrap_err().code(),
-        Code::InvalidArgument
+    assert_status(
+        c.configure_network(cfg).await,
+        Code::InvalidArgument,
+        "no interface named \"no-such-if0\"",
     );
-    assert_eq!(
+    assert_status(
         c.setup_container(skiff_proto::v1::ContainerSetup::default())
-            .await
-            .unwrap_err()
-            .code(),
-        Code::FailedPrecondition
+            .await,
+        Code::FailedPrecondition,
+        "SetupContainer needs skiff-init to be PID 1 of a guest",
     );
 }
 

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -76,34 +76,95 @@ fn binary_identity(path: &Path) -> Option<String> {
     ))
 }
 
-/// Picks the accelerator. Never fails: whatever goes wrong means TCG, and the
-/// reason says what.
+/// What [`choose`] consults besides its arguments: the environment and two
+/// host files. [`Settings::from_env`] is the real host; tests point the paths
+/// elsewhere to reach every branch on any machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `SKIFF_ACCEL`: use this accelerator without probing.
+    pub forced: Option<Accel>,
+    /// `/dev/kvm`: no probe unless it opens read-write.
+    pub kvm_device: PathBuf,
+    /// `/proc/sys/kernel/random/boot_id`: a cached answer holds for one host
+    /// boot (no cache is read or written when it cannot be read).
+    pub boot_id_file: PathBuf,
+    /// How long the probe boot may take: `SKIFF_KVM_PROBE_TIMEOUT_MS`, else 3 s.
+    pub probe_timeout: Duration,
+}
+
+impl Settings {
+    /// `SKIFF_ACCEL`, `SKIFF_KVM_PROBE_TIMEOUT_MS` and the real host paths.
+    pub fn from_env() -> Self {
+        Self::from_vars(
+            std::env::var("SKIFF_ACCEL").ok().as_deref(),
+            std::env::var("SKIFF_KVM_PROBE_TIMEOUT_MS").ok().as_deref(),
+        )
+    }
+
+    fn from_vars(accel: Option<&str>, probe_timeout_ms: Option<&str>) -> Self {
+        let forced = match accel.filter(|v| !v.is_empty()) {
+            None => None,
+            Some("kvm") => Some(Accel::Kvm),
+            Some("tcg") => Some(Accel::Tcg),
+            Some(other) => {
+                tracing::warn!("ignoring SKIFF_ACCEL={other:?} (want kvm or tcg)");
+                None
+            }
+        };
+        Self {
+            forced,
+            kvm_device: PathBuf::from("/dev/kvm"),
+            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            probe_timeout: probe_timeout_ms
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_PROBE_TIMEOUT),
+        }
+    }
+}
+
+/// Picks the accelerator for this host ([`Settings::from_env`]). Never
+/// fails: whatever goes wrong means TCG, and the reason says what.
 pub fn choose(
     cache_dir: &Path,
     qemu: &QemuBinary,
     kernel: &KernelInfo,
     initramfs: &Path,
 ) -> AccelChoice {
-    if let Some(forced) = std::env::var("SKIFF_ACCEL").ok().filter(|v| !v.is_empty()) {
-        match forced.as_str() {
-            "kvm" => return choice(Accel::Kvm, "forced by SKIFF_ACCEL=kvm".into(), None),
-            "tcg" => return choice(Accel::Tcg, "forced by SKIFF_ACCEL=tcg".into(), None),
-            other => tracing::warn!("ignoring SKIFF_ACCEL={other:?} (want kvm or tcg)"),
-        }
+    choose_with(&Settings::from_env(), cache_dir, qemu, kernel, initramfs)
+}
+
+/// [`choose`] with explicit settings.
+pub fn choose_with(
+    settings: &Settings,
+    cache_dir: &Path,
+    qemu: &QemuBinary,
+    kernel: &KernelInfo,
+    initramfs: &Path,
+) -> AccelChoice {
+    if let Some(forced) = settings.forced {
+        return choice(
+            forced,
+            format!("forced by SKIFF_ACCEL={}", forced.as_str()),
+            None,
+        );
     }
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
+        .open(&settings.kvm_device)
     {
         return choice(
             Accel::Tcg,
-            format!("/dev/kvm cannot be opened read-write ({e}); using TCG emulation, which is much slower"),
+            format!(
+                "{} cannot be opened read-write ({e}); using TCG emulation, which is much slower",
+                settings.kvm_device.display()
+            ),
             None,
         );
     }
     let key = match (
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id"),
+        std::fs::read_to_string(&settings.boot_id_file),
         binary_identity(&qemu.path),
     ) {
         (Ok(boot_id), Some(qemu_binary)) => Some(CacheKey {
@@ -128,19 +189,17 @@ pub fn choose(
             }
         }
     }
-    let timeout = std::env::var("SKIFF_KVM_PROBE_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_PROBE_TIMEOUT);
     let started = Instant::now();
-    let (accel, reason) = match probe_boot(qemu, Accel::Kvm, kernel, initramfs, timeout) {
-        Ok(()) => (Accel::Kvm, "KVM probe boot succeeded".to_owned()),
-        Err(why) => (
-            Accel::Tcg,
-            format!("KVM does not work here ({why}); using TCG emulation, which is much slower"),
-        ),
-    };
+    let (accel, reason) =
+        match probe_boot(qemu, Accel::Kvm, kernel, initramfs, settings.probe_timeout) {
+            Ok(()) => (Accel::Kvm, "KVM probe boot succeeded".to_owned()),
+            Err(why) => (
+                Accel::Tcg,
+                format!(
+                    "KVM does not work here ({why}); using TCG emulation, which is much slower"
+                ),
+            ),
+        };
     let probe_ms = started.elapsed().as_millis() as u64;
     if let Some(key) = key {
         save(
@@ -264,5 +323,43 @@ pub fn probe_boot(
             last.map(|l| format!("; QEMU said: {l}"))
                 .unwrap_or_default()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_the_environment() {
+        let host = Settings::from_vars(None, None);
+        assert_eq!(
+            host,
+            Settings {
+                forced: None,
+                kvm_device: "/dev/kvm".into(),
+                boot_id_file: "/proc/sys/kernel/random/boot_id".into(),
+                probe_timeout: Duration::from_secs(3),
+            }
+        );
+        assert_eq!(
+            Settings::from_vars(Some("kvm"), None).forced,
+            Some(Accel::Kvm)
+        );
+        assert_eq!(
+            Settings::from_vars(Some("tcg"), None).forced,
+            Some(Accel::Tcg)
+        );
+        // Empty or unknown: ignored (with a warning), the probe decides.
+        assert_eq!(Settings::from_vars(Some(""), None).forced, None);
+        assert_eq!(Settings::from_vars(Some("KVM"), None).forced, None);
+        assert_eq!(
+            Settings::from_vars(None, Some("250")).probe_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            Settings::from_vars(None, Some("soon")).probe_timeout,
+            Duration::from_secs(3)
+        );
     }
 }

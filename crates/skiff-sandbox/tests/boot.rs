@@ -2,12 +2,14 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_sandbox::accel::{self, Accel};
-use skiff_sandbox::{initramfs, QemuBinary, RunningVm, VmConfig};
+use skiff_sandbox::accel::{self, Accel, Settings};
+use skiff_sandbox::{initramfs, KernelInfo, QemuBinary, RunningVm, VmConfig};
 
 /// A static init that prints the probe marker and powers off: stands in for
 /// skiff-init in the accelerator tests.
@@ -48,72 +50,281 @@ fn qemu() -> QemuBinary {
     QemuBinary::find().expect("QEMU")
 }
 
-/// SKIFF_ACCEL unset: /dev/kvm is here but KVM cannot run a Linux guest on
-/// this host (on a working KVM host this picks KVM); either way the answer
-/// comes fast and says why. Then SKIFF_ACCEL forces each way, and a TCG boot
-/// of the same initramfs reaches the marker.
+/// A stand-in for `qemu-system-x86_64`: a shell script that appends its pid
+/// to a log and execs the real QEMU (which keeps that pid). The probe's
+/// `-accel kvm -cpu host` becomes `-accel tcg -cpu max` (with the TCG command
+/// line), so its boot runs the same on any host, KVM or not; the variant
+/// then adds its arguments. Each line of the log is one QEMU started.
+///
+/// The script is written once, before anything runs it; a variant lives in
+/// a file beside it, and changing it sets a new mtime on the script (the
+/// QEMU binary's identity is path, size and mtime), without opening it for
+/// writing, so no exec of it can meet ETXTBSY from a concurrent fork.
+struct LoggingQemu {
+    script: PathBuf,
+    variant: PathBuf,
+    log: PathBuf,
+    changes: std::cell::Cell<i64>,
+}
+
+enum Variant {
+    /// Nothing added: a real boot that reaches the marker.
+    Boots,
+    /// An option QEMU refuses: it exits at once with an error on stderr.
+    Refused,
+    /// `-S`: the CPUs never start, so the marker can never come.
+    Paused,
+}
+
+impl LoggingQemu {
+    fn new(dir: &Path) -> Self {
+        let q = Self {
+            script: dir.join("qemu-logging"),
+            variant: dir.join("qemu-variant"),
+            log: dir.join("qemu-starts.log"),
+            changes: 0.into(),
+        };
+        let text = format!(
+            r#"#!/bin/sh
+echo $$ >> '{log}'
+extra=$(cat '{variant}')
+prev=
+for a do
+  shift
+  case "$prev" in
+    -accel) [ "$a" = kvm ] && a=tcg ;;
+    -cpu) [ "$a" = host ] && a=max ;;
+    -append) a="$a {tcg}" ;;
+  esac
+  prev=$a
+  set -- "$@" "$a"
+done
+exec '{real}' "$@" $extra
+"#,
+            log = q.log.display(),
+            variant = q.variant.display(),
+            tcg = skiff_sandbox::qemu::tcg_cmdline().join(" "),
+            real = qemu().path.display(),
+        );
+        std::fs::write(&q.script, text).unwrap();
+        std::fs::set_permissions(&q.script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        q.set(Variant::Boots);
+        q
+    }
+
+    fn binary(&self) -> QemuBinary {
+        QemuBinary::at(self.script.clone())
+    }
+
+    /// Another variant, and another QEMU binary as far as the cache can tell.
+    fn set(&self, variant: Variant) {
+        let extra = match variant {
+            Variant::Boots => "",
+            Variant::Refused => "-no-such-option",
+            Variant::Paused => "-S",
+        };
+        std::fs::write(&self.variant, extra).unwrap();
+        self.changes.set(self.changes.get() + 1);
+        let t = rustix::fs::Timespec {
+            tv_sec: 1_000_000_000 + self.changes.get(),
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &self.script,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    /// The pids of every QEMU started so far, oldest first.
+    fn starts(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+
+    /// Asserts `n` QEMUs were started in all, and that none is left.
+    fn assert_started(&self, n: usize, what: &str) {
+        let starts = self.starts();
+        assert_eq!(starts.len(), n, "{what}: QEMU starts {starts:?}");
+        for pid in starts {
+            assert!(!pid_alive(pid), "{what}: QEMU {pid} is still there");
+        }
+    }
+}
+
+fn listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+const TCG_FALLBACK: &str = "; using TCG emulation, which is much slower";
+
+/// Every branch of the accelerator choice, on any host (with or without a
+/// working /dev/kvm): the KVM device and the boot id are files of the test,
+/// and QEMU is the real one behind a script that logs each start. One real
+/// boot (the successful probe, under TCG); the other probes end at once,
+/// but for the last, which runs into its 1 s deadline.
+/// The answer is cached by host boot, QEMU binary and kernel release.
 #[test]
-fn accelerator_choice_and_tcg_probe_boot() {
-    let kernel = common::kernel();
+fn accelerator_choice_probe_and_cache() {
     let tmp = tempfile::tempdir().unwrap();
+    // First: a fork elsewhere while the script is written is long gone
+    // (exec'd) by the time the script is run.
+    let q = LoggingQemu::new(tmp.path());
+    let kernel = common::kernel();
     let init = tiny_init(tmp.path());
     let cache = tmp.path().join("cache");
     let initrd = initramfs::build(&cache, &init, &kernel).unwrap();
-    let qemu = qemu();
+    let kvm = tmp.path().join("kvm");
+    std::fs::write(&kvm, "").unwrap();
+    let boot_id = tmp.path().join("boot_id");
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let mut settings = Settings {
+        forced: None,
+        kvm_device: kvm.clone(),
+        boot_id_file: boot_id.clone(),
+        probe_timeout: Duration::from_secs(60),
+    };
+    let choose = |s: &Settings, k: &KernelInfo| {
+        let c = accel::choose_with(s, &cache, &q.binary(), k, &initrd);
+        eprintln!("{:?}: {} (probe_ms {:?})", c.accel, c.reason, c.probe_ms);
+        c
+    };
+    let cached = |reason: &str| format!("{reason} (cached probe result)");
 
-    // The only test in this binary that touches the environment.
-    std::env::remove_var("SKIFF_ACCEL");
-    let t = Instant::now();
-    let choice = accel::choose(&cache, &qemu, &kernel, &initrd);
-    let took = t.elapsed();
-    eprintln!(
-        "choose: {:?} in {took:?}: {} (probe_ms {:?})",
-        choice.accel, choice.reason, choice.probe_ms
-    );
-    assert!(!choice.reason.is_empty());
-    assert!(
-        took < Duration::from_secs(5),
-        "the probe must be quick: {took:?}"
-    );
-    if choice.accel == Accel::Tcg && std::path::Path::new("/dev/kvm").exists() {
-        // Second call: from the cache, no boot.
-        let t = Instant::now();
-        let again = accel::choose(&cache, &qemu, &kernel, &initrd);
-        assert_eq!(again.accel, choice.accel);
-        assert!(
-            again.probe_ms.is_none() && again.reason.contains("cached"),
-            "{}",
-            again.reason
-        );
-        eprintln!("cached choose: {:?}", t.elapsed());
+    // SKIFF_ACCEL: no probe.
+    for a in [Accel::Kvm, Accel::Tcg] {
+        let forced = Settings {
+            forced: Some(a),
+            ..settings.clone()
+        };
+        let c = choose(&forced, &kernel);
+        assert_eq!(c.accel, a);
+        assert_eq!(c.reason, format!("forced by SKIFF_ACCEL={}", a.as_str()));
+        assert_eq!(c.probe_ms, None);
     }
+    q.assert_started(0, "forced");
 
-    std::env::set_var("SKIFF_ACCEL", "tcg");
-    let forced = accel::choose(&cache, &qemu, &kernel, &initrd);
-    assert_eq!(forced.accel, Accel::Tcg);
-    assert!(
-        forced.reason.contains("SKIFF_ACCEL=tcg"),
-        "{}",
-        forced.reason
+    // No KVM device: TCG, no probe, nothing cached.
+    let before = listing(&cache);
+    let missing = tmp.path().join("no-kvm");
+    let c = choose(
+        &Settings {
+            kvm_device: missing.clone(),
+            ..settings.clone()
+        },
+        &kernel,
     );
-    std::env::set_var("SKIFF_ACCEL", "kvm");
+    assert_eq!(c.accel, Accel::Tcg);
     assert_eq!(
-        accel::choose(&cache, &qemu, &kernel, &initrd).accel,
-        Accel::Kvm
+        c.reason,
+        format!(
+            "{} cannot be opened read-write (No such file or directory (os error 2)){TCG_FALLBACK}",
+            missing.display()
+        )
     );
-    std::env::remove_var("SKIFF_ACCEL");
+    assert_eq!(c.probe_ms, None);
+    q.assert_started(0, "no KVM device");
+    assert_eq!(listing(&cache), before, "nothing cached without a probe");
 
-    let t = Instant::now();
-    accel::probe_boot(&qemu, Accel::Tcg, &kernel, &initrd, Duration::from_secs(60))
-        .expect("TCG boot reaches the marker");
-    eprintln!("TCG probe boot to marker: {:?}", t.elapsed());
-}
+    // A probe that reaches the marker: KVM, and the answer is written down.
+    let c = choose(&settings, &kernel);
+    assert_eq!(c.accel, Accel::Kvm);
+    assert_eq!(c.reason, "KVM probe boot succeeded");
+    assert!(c.probe_ms.is_some());
+    q.assert_started(1, "first probe");
+    let written: Vec<String> = listing(&cache).difference(&before).cloned().collect();
+    assert_eq!(written.len(), 1, "one cache file: {written:?}");
+    let cache_file = cache.join(&written[0]);
 
-fn skiff_init() -> PathBuf {
-    if let Some(p) = std::env::var_os("SKIFF_INIT") {
-        return p.into();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/skiff-init")
+    // Asked again: from the cache, no QEMU.
+    let c = choose(&settings, &kernel);
+    assert_eq!(
+        (c.accel, c.reason.as_str(), c.probe_ms),
+        (
+            Accel::Kvm,
+            cached("KVM probe boot succeeded").as_str(),
+            None
+        )
+    );
+    q.assert_started(1, "cached");
+
+    // Another QEMU binary: probed again; this one fails, and says why.
+    q.set(Variant::Refused);
+    let refused = format!(
+        "KVM does not work here (QEMU exited: qemu-system-x86_64: -no-such-option: invalid option){TCG_FALLBACK}"
+    );
+    let c = choose(&settings, &kernel);
+    assert_eq!((c.accel, c.reason.as_str()), (Accel::Tcg, refused.as_str()));
+    assert!(c.probe_ms.is_some());
+    q.assert_started(2, "new QEMU binary");
+    // A failure is cached too.
+    let c = choose(&settings, &kernel);
+    assert_eq!(
+        (c.accel, c.reason.as_str(), c.probe_ms),
+        (Accel::Tcg, cached(&refused).as_str(), None)
+    );
+    q.assert_started(2, "failure cached");
+
+    // Another kernel release: probed again, then cached.
+    let other = KernelInfo {
+        release: format!("{}-other", kernel.release),
+        ..kernel.clone()
+    };
+    assert_eq!(choose(&settings, &other).reason, refused);
+    q.assert_started(3, "new kernel release");
+    assert_eq!(choose(&settings, &other).reason, cached(&refused));
+    q.assert_started(3, "new kernel release cached");
+
+    // The host rebooted: probed again, then cached.
+    std::fs::write(&boot_id, "boot-2\n").unwrap();
+    assert_eq!(choose(&settings, &other).reason, refused);
+    q.assert_started(4, "new boot id");
+    assert_eq!(choose(&settings, &other).reason, cached(&refused));
+    q.assert_started(4, "new boot id cached");
+
+    // A damaged cache file: probed again and rewritten.
+    std::fs::write(&cache_file, "not json").unwrap();
+    assert_eq!(choose(&settings, &other).reason, refused);
+    q.assert_started(5, "damaged cache");
+    assert_eq!(choose(&settings, &other).reason, cached(&refused));
+    q.assert_started(5, "rewritten cache");
+
+    // No boot id to key the cache by: every call probes.
+    let no_boot_id = Settings {
+        boot_id_file: tmp.path().join("no-boot-id"),
+        ..settings.clone()
+    };
+    assert_eq!(choose(&no_boot_id, &other).reason, refused);
+    assert_eq!(choose(&no_boot_id, &other).reason, refused);
+    q.assert_started(7, "no boot id");
+
+    // A probe that can never reach the marker (CPUs stopped) ends at its
+    // deadline, and its QEMU is killed.
+    q.set(Variant::Paused);
+    settings.probe_timeout = Duration::from_secs(1);
+    let c = choose(&settings, &other);
+    assert_eq!(
+        (c.accel, c.reason),
+        (
+            Accel::Tcg,
+            format!(
+                "KVM does not work here (the probe boot printed no {} within 1000 ms){TCG_FALLBACK}",
+                skiff_proto::PROBE_OK_MARKER
+            )
+        )
+    );
+    q.assert_started(8, "probe deadline");
 }
 
 /// The real skiff-init answers Hello over the control channel, and shutdown
@@ -121,13 +332,9 @@ fn skiff_init() -> PathBuf {
 /// path may be, so the control socket goes through the directory-fd route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_skiff_init_and_shuts_down() {
-    let init = skiff_init();
-    assert!(
-        init.is_file(),
-        "{} is missing: run scripts/build-init.sh first (this test needs the real guest init)",
-        init.display()
-    );
+    let init = common::skiff_init();
     let kernel = common::kernel();
+    let release = kernel.release.clone();
     let tmp = tempfile::tempdir().unwrap();
     let initrd = initramfs::build(&tmp.path().join("cache"), &init, &kernel).unwrap();
     let state_dir = tmp.path().join("s".repeat(70)).join("t".repeat(40));
@@ -135,7 +342,7 @@ async fn boots_skiff_init_and_shuts_down() {
         qemu: qemu(),
         kernel,
         initramfs: initrd,
-        // Not SKIFF_ACCEL: the accelerator test sets that one while running.
+        // Not SKIFF_ACCEL: that one is the product's, read by accel::choose.
         accel: match std::env::var("SKIFF_TEST_ACCEL").as_deref() {
             Ok("kvm") => Accel::Kvm,
             _ => Accel::Tcg,
@@ -157,7 +364,7 @@ async fn boots_skiff_init_and_shuts_down() {
         t.elapsed()
     );
     assert_eq!(hello.protocol_version, skiff_proto::PROTOCOL_VERSION);
-    assert!(!hello.kernel_release.is_empty());
+    assert_eq!(hello.kernel_release, release);
     let pid = vm.pid();
     assert!(pid_alive(pid));
 
@@ -232,15 +439,26 @@ async fn boot_timeout_kills_qemu() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tiny_vm(tmp.path(), "timeout", Duration::from_millis(500));
     let needle = cfg.state_dir.to_string_lossy().into_owned();
-    let err = RunningVm::boot(cfg)
+    let boot = tokio::spawn(RunningVm::boot(cfg));
+    // QEMU is seen running before the deadline passes...
+    let mut qemu = Vec::new();
+    while qemu.is_empty() && !boot.is_finished() {
+        qemu = processes_mentioning(&needle);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!qemu.is_empty(), "QEMU was never seen running");
+    let err = boot
         .await
+        .unwrap()
         .err()
         .expect("boot must time out")
         .to_string();
-    assert!(err.contains("did not answer within"), "{err}");
-    assert_eq!(
-        processes_mentioning(&needle),
-        Vec::<u32>::new(),
-        "QEMU survived the timeout"
-    );
+    assert!(err.contains("did not answer within 500ms"), "{err}");
+    // ...and afterwards it is gone and reaped: not even a zombie is left.
+    for pid in qemu {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "QEMU (pid {pid}) survived the timeout or was not reaped"
+        );
+    }
 }

@@ -46,8 +46,12 @@ fn installs_debian_cloud_kernel() {
     let order = std::fs::read_to_string(dir.join(&k.release).join("modules.order")).unwrap();
     assert_eq!(order.lines().collect::<Vec<_>>(), k.modules);
 
-    // Installing again replaces cleanly and `current` still resolves.
-    let again = kernel::install(&dir, KernelSource::Dir("/nonexistent".into()));
-    assert!(again.is_err());
+    // A failed install says why and leaves the installed kernel in use.
+    let err = kernel::install(&dir, KernelSource::Dir("/nonexistent".into()))
+        .expect_err("no kernel in /nonexistent");
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent has no boot/vmlinuz-<release> with a matching lib/modules/<release>; give the root of an unpacked linux-image package"
+    );
     assert_eq!(kernel::find(&dir).unwrap(), k);
 }

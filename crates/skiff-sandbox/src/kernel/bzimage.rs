@@ -187,12 +187,31 @@ mod tests {
     }
 
     #[test]
-    fn lz4_legacy_corrupt_block_is_an_error() {
+    fn lz4_legacy_corrupt_blocks_are_errors() {
+        let err = |f: &[u8]| lz4_legacy(f).unwrap_err().to_string();
+        // A block that copies from before the start of the output.
+        let mut f = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+        f.extend_from_slice(&3u32.to_le_bytes());
+        f.extend_from_slice(&[0x00, 0xff, 0xff]);
+        f.extend_from_slice(&100u32.to_le_bytes());
+        assert!(
+            err(&f).starts_with("bzImage payload is corrupt: lz4 block at byte 4: "),
+            "{}",
+            err(&f)
+        );
+        // A first block longer than what follows.
         let mut f = lz4_frame(&sample(5000), 4096);
-        f[9] ^= 0xff;
-        f[10] ^= 0xff;
-        assert!(lz4_legacy(&f).is_err() || lz4_legacy(&f).unwrap() != sample(5000));
-        assert!(lz4_legacy(&LZ4_LEGACY_MAGIC.to_le_bytes()).is_err());
+        let past_the_end = f.len() as u32;
+        f[4..8].copy_from_slice(&past_the_end.to_le_bytes());
+        assert_eq!(
+            err(&f),
+            "bzImage payload is corrupt: lz4: first block runs past the end"
+        );
+        // The magic and nothing else.
+        assert_eq!(
+            err(&LZ4_LEGACY_MAGIC.to_le_bytes()),
+            "bzImage payload is corrupt: lz4: no blocks"
+        );
     }
 
     fn bzimage(payload: &[u8]) -> Vec<u8> {

@@ -1,10 +1,11 @@
-//! Shared by the integration tests: one guest kernel per machine, installed
+//! Shared by the integration tests (of this crate, and skiff-init's VM smoke
+//! test, which includes this file): one guest kernel per machine, installed
 //! from Debian's package under target/tmp, guarded by a file lock so parallel
-//! test binaries install it once.
+//! test binaries install it once; and skiff-init from scripts/build-init.sh.
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use skiff_sandbox::kernel::{self, KernelInfo, KernelSource};
 
@@ -32,4 +33,23 @@ pub fn kernel() -> KernelInfo {
         Err(_) => kernel::install(&kernels_dir(), KernelSource::Apt)
             .expect("installing the guest kernel with apt (needs root and Debian's mirror)"),
     }
+}
+
+/// The real guest init: `SKIFF_INIT`, else target/skiff-init (built by
+/// scripts/build-init.sh, which scripts/test.sh runs). Missing is a failure.
+pub fn skiff_init() -> PathBuf {
+    let p = match std::env::var_os("SKIFF_INIT") {
+        Some(p) => PathBuf::from(p),
+        // CARGO_TARGET_TMPDIR is <target dir>/tmp, wherever CARGO_TARGET_DIR puts it.
+        None => Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .join("skiff-init"),
+    };
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/build-init.sh first (this test needs the real guest init)",
+        p.display()
+    );
+    p
 }

@@ -57,6 +57,13 @@ pub enum RegistryError {
         what: String,
         limit: u64,
     },
+    #[error("{host}: {what} is {actual} bytes, the manifest says {expected}")]
+    SizeMismatch {
+        host: String,
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{what}: the registry sent content with digest {actual}, expected {expected}")]
     DigestMismatch {
         what: String,
@@ -592,9 +599,20 @@ impl RegistryClient {
         let url = format!("/v2/{}/blobs/{digest}", ep.repository);
         let what = format!("blob {digest}");
         let mut failures = 0;
+        // Starting over (a refused or misplaced range) is not progress: bounded too.
+        let mut restarts = 0;
         // Bytes left by an earlier, interrupted pull are trusted only until the
         // digest check: if it fails, they may be the bad part, so fetch it all again once.
         let mut resumed = !partial.is_empty();
+        // What the server says of the whole blob's length settles it when it is not the
+        // manifest's: no retry can make them agree. (What was fetched stays for a
+        // manifest that has the size right.)
+        let size_mismatch = |actual: u64| RegistryError::SizeMismatch {
+            host: ep.host.clone(),
+            what: what.clone(),
+            expected: size,
+            actual,
+        };
         loop {
             if partial.len() == size && !partial.matches() && resumed {
                 tracing::debug!(host = %ep.host, "{what}: resumed download failed verification; fetching it whole");
@@ -620,15 +638,20 @@ impl RegistryClient {
                 })
                 .await?;
             let status = resp.status();
+            let content_range = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(total) = content_range.as_deref().and_then(content_range_total) {
+                if total != size {
+                    return Err(size_mismatch(total));
+                }
+            }
             match status {
                 StatusCode::PARTIAL_CONTENT if from > 0 => {
-                    let start = resp
-                        .headers()
-                        .get(CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(content_range_start);
-                    if start != Some(from) {
-                        partial.reset()?;
+                    if content_range.as_deref().and_then(content_range_start) != Some(from) {
+                        restart(&mut partial, &mut restarts, &ep.host, &what)?;
                         continue;
                     }
                 }
@@ -640,7 +663,7 @@ impl RegistryClient {
                     }
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => {
-                    partial.reset()?;
+                    restart(&mut partial, &mut restarts, &ep.host, &what)?;
                     continue;
                 }
                 _ => return Err(status_error(&ep.host, &what, status, resp).await),
@@ -651,6 +674,9 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
             {
+                if status == StatusCode::OK && len != size {
+                    return Err(size_mismatch(len));
+                }
                 if partial.len() + len > size {
                     return Err(RegistryError::TooLarge {
                         host: ep.host.clone(),
@@ -988,6 +1014,31 @@ fn content_range_start(v: &str) -> Option<u64> {
         .ok()
 }
 
+/// The whole length in `Content-Range: bytes a-b/TOTAL` (or `bytes */TOTAL`), if given.
+fn content_range_total(v: &str) -> Option<u64> {
+    v.strip_prefix("bytes ")?
+        .split_once('/')?
+        .1
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Empties a download to fetch it from the start; gives up after a few of these, since
+/// each is a server answering ranges inconsistently.
+fn restart(partial: &mut Partial, restarts: &mut u32, host: &str, what: &str) -> Result<()> {
+    *restarts += 1;
+    partial.reset()?;
+    if *restarts > ATTEMPTS {
+        return Err(RegistryError::Body {
+            host: host.to_owned(),
+            what: what.to_owned(),
+            message: "the registry kept refusing to resume it".into(),
+        });
+    }
+    Ok(())
+}
+
 fn location(resp: &Response, host: &str) -> Result<String> {
     resp.headers()
         .get(LOCATION)
@@ -1219,6 +1270,9 @@ mod tests {
         ));
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("junk"), None);
+        assert_eq!(content_range_total("bytes 100-199/200"), Some(200));
+        assert_eq!(content_range_total("bytes */1083953"), Some(1083953));
+        assert_eq!(content_range_total("bytes 0-9/*"), None);
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));

@@ -172,3 +172,46 @@ fn manifest_by_digest_must_match_the_requested_digest() {
     assert_eq!(s.pull_ok(&by_digest), f.digest);
     assert_image_complete(s.root(), &f.digest);
 }
+
+/// A manifest whose layer size disagrees with the blob the registry serves: one byte
+/// short, one byte over. Either way the pull fails at once (no retry can make the sizes
+/// agree) with one line naming the layer and both sizes; the store keeps nothing of it,
+/// and the right manifest then pulls.
+#[test]
+fn layer_size_that_disagrees_with_the_blob_is_refused() {
+    let f = fixtures().image("latest");
+    let (digest, size) = f.largest_layer();
+    for wrong in [size - 1, size + 1] {
+        let mut m: serde_json::Value = serde_json::from_slice(&f.manifest_bytes).unwrap();
+        let layer = m["layers"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|l| l["digest"] == digest.as_str())
+            .unwrap();
+        layer["size"] = json!(wrong);
+        let canned = Canned::manifest(OCI_MANIFEST, serde_json::to_vec(&m).unwrap());
+        let (_reg, proxy, via) = serve_canned(canned);
+        let s = Skiff::new();
+        let out = s.pull(&via);
+        out.assert_clean_error(&[
+            &via,
+            &digest,
+            &format!("is {size} bytes, the manifest says {wrong}"),
+        ]);
+        assert!(
+            !s.blobs().contains(&digest),
+            "size {wrong} of {size}: the layer was stored"
+        );
+        assert!(s.images().is_empty(), "size {wrong}: {:#?}", s.images());
+        let gets = proxy.count(|r| r.is_blob_get() && r.blob_digest() == Some(digest.as_str()));
+        assert_eq!(
+            gets,
+            1,
+            "size {wrong} of {size}: the layer was asked for {gets} times:\n{}",
+            proxy.dump()
+        );
+        s.assert_consistent();
+        assert_normal_pull_works(&s, &proxy, &via);
+    }
+}

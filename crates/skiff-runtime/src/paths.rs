@@ -1,4 +1,4 @@
-//! Where things live under the store root (DESIGN.md, "Storage layout").
+//! Where things live under the store root (ARCHITECTURE.md, "Where things are stored").
 
 use std::path::{Path, PathBuf};
 

@@ -34,6 +34,9 @@ pub enum RunError {
     Exec { code: i32, message: String },
     #[error("interrupted before the container started")]
     Interrupted,
+    /// The caller gave up on the running container ([`Control::Abort`]).
+    #[error("stopped the container's VM after three interrupts")]
+    Aborted,
     #[error("the VM stopped unexpectedly: {0}")]
     Lost(String),
 }
@@ -290,7 +293,7 @@ async fn drive(
                 Some(Control::Signal(sig)) => {
                     let _ = agent.signal(v1::SignalRequest { id: id.clone(), signal: sig, group: false }).await;
                 }
-                Some(Control::Abort) => return Err(RunError::Lost("aborted".into())),
+                Some(Control::Abort) => return Err(RunError::Aborted),
                 None => controls_open = false,
             },
             () = deadline => {

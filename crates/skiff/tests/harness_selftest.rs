@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+
 use common::*;
 use serde_json::Value;
 
@@ -253,20 +255,120 @@ fn proxy_html_and_slow_modes() {
     assert!(r.header("Content-Type").unwrap().starts_with("text/html"));
     assert!(r.text().contains("<html>"));
 
+    // Slow: the body goes out in pieces of a twentieth of the rate, a pause after each,
+    // and the record counts each piece as it goes. A client reading along sees the count
+    // stand at many values in between; a proxy that wrote the body at once would go from
+    // nothing to everything in one step.
+    let rate = 1_000_000;
     proxy.set_mode(Mode::Slow {
-        bytes_per_sec: 4_000_000,
+        bytes_per_sec: rate,
     });
     let (digest, size) = fixtures().image("latest").largest_layer();
-    let t = std::time::Instant::now();
-    let r = http_request(
-        &proxy.host(),
-        "GET",
-        &format!("/v2/test/busybox/blobs/{digest}"),
-        &[],
-        b"",
+    assert!(
+        size as usize > 10 * (rate / 20),
+        "the layer is too small to pace"
+    );
+    let mut conn = std::net::TcpStream::connect(proxy.host()).unwrap();
+    write!(
+        conn,
+        "GET /v2/test/busybox/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.host()
     )
     .unwrap();
-    assert_eq!(r.body.len() as u64, size);
-    assert_eq!(format!("sha256:{}", sha256_hex(&r.body)), digest);
-    assert!(t.elapsed().as_secs_f64() >= size as f64 / 4_000_000.0 * 0.8);
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut in_between = std::collections::BTreeSet::new();
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        let sent = proxy.blob_gets()[0].body_sent as u64;
+        if sent > 0 && sent < size {
+            in_between.insert(sent);
+        }
+    }
+    assert!(
+        in_between.len() >= 5,
+        "the slow proxy was seen mid-body only at {in_between:?} of {size} bytes"
+    );
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let body = &received[head_end..];
+    assert_eq!(body.len() as u64, size);
+    assert_eq!(format!("sha256:{}", sha256_hex(body)), digest);
+}
+
+/// The store check catches what it says it does: a listed image missing its config or
+/// a layer, a record naming another config, a blob whose bytes are not its name, a
+/// stray file in tmp/. Checked on a store made by hand from the fixture layout.
+#[test]
+fn store_check_catches_incomplete_and_corrupt_stores() {
+    let f = fixtures().image("latest");
+    let make = || {
+        let root = tempdir();
+        let blobs = root.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for d in f.all_blobs() {
+            let hex = d.trim_start_matches("sha256:");
+            std::fs::copy(
+                fixtures().layout.join("blobs/sha256").join(hex),
+                blobs.join(hex),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("images")).unwrap();
+        let index = serde_json::json!({"version": 1, "images": [
+            {"name": "127.0.0.1:1/t:latest", "digest": f.digest, "config": f.config_digest, "size": 1}
+        ]});
+        std::fs::write(
+            root.path().join("images/index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        root
+    };
+    let blob = |root: &std::path::Path, d: &str| {
+        root.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let rejected = |root: &std::path::Path| {
+        std::panic::catch_unwind(|| assert_store_consistent(root)).is_err()
+    };
+
+    let good = make();
+    assert_store_consistent(good.path());
+
+    let no_layer = make();
+    std::fs::remove_file(blob(no_layer.path(), &f.layers[1].0)).unwrap();
+    assert!(rejected(no_layer.path()), "a missing layer passed");
+
+    let no_config = make();
+    std::fs::remove_file(blob(no_config.path(), &f.config_digest)).unwrap();
+    assert!(rejected(no_config.path()), "a missing config passed");
+
+    let other_config = make();
+    let p = other_config.path().join("images/index.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace(&f.config_digest, &f.layers[0].0)).unwrap();
+    assert!(
+        rejected(other_config.path()),
+        "a record naming another config passed"
+    );
+
+    let flipped = make();
+    let p = blob(flipped.path(), &f.layers[0].0);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    assert!(rejected(flipped.path()), "a corrupt blob passed");
+
+    let stray = make();
+    std::fs::create_dir_all(stray.path().join("tmp")).unwrap();
+    std::fs::write(stray.path().join("tmp/upload-1"), b"x").unwrap();
+    assert!(rejected(stray.path()), "a stray temp file passed");
 }

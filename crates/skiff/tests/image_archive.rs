@@ -162,22 +162,29 @@ fn save_then_load_both_formats_into_a_fresh_store() {
     }
 }
 
+/// Both archive formats load from stdin (the format is told from the bytes).
 #[test]
 fn load_from_stdin() {
     let (s, reference, _reg) = pulled();
     let f = fixtures().image("latest");
     let tmp = tempdir();
-    let file = save(&s, &reference, &tmp, None);
-    let fresh = Skiff::new();
-    let out = fresh.run_with_stdin(&["image", "load"], Some(std::fs::read(&file).unwrap()));
-    out.assert_success();
-    assert!(
-        out.stdout.contains(&format!("Loaded image: {reference}")),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(fresh.inspect(&reference)["config"], f.config);
-    fresh.assert_consistent();
+    for format in ["docker-archive", "oci-archive"] {
+        let file = save(&s, &reference, &tmp, Some(format));
+        let fresh = Skiff::new();
+        let out = fresh.run_with_stdin(&["image", "load"], Some(std::fs::read(&file).unwrap()));
+        out.assert_success();
+        assert!(
+            out.stdout.contains(&format!("Loaded image: {reference}")),
+            "{format}: {}",
+            out.stdout
+        );
+        assert_eq!(fresh.inspect(&reference)["config"], f.config, "{format}");
+        if format == "oci-archive" {
+            // An OCI archive carries the manifest itself (docker's has to be rebuilt).
+            assert_eq!(fresh.inspect(&reference)["digest"], f.digest.as_str());
+        }
+        fresh.assert_consistent();
+    }
 }
 
 #[test]

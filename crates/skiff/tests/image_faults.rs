@@ -174,21 +174,23 @@ fn killed_pull_leaves_a_usable_store() {
     let via = format!("{}/test/busybox:latest", proxy.host());
     let s = Skiff::new();
     let mut child = s.spawn(&["image", "pull", &via]);
+    // Killed once part of the big layer is on disk (the store writes partials through a
+    // buffer, so this is a state the next pull can resume from).
     wait_until(
         Duration::from_secs(60),
-        "the pull to be mid-way through the big layer",
+        "part of the big layer to be on disk",
         || {
             assert!(
                 child.is_running(),
                 "pull finished before it could be killed"
             );
-            proxy.count(|r| {
-                r.is_blob_get() && r.blob_digest() == Some(big.0.as_str()) && r.body_sent > 100_000
-            }) > 0
+            partial_len(s.root(), &big.0) > 0
         },
     );
     let status = child.kill();
     assert!(!status.success());
+    let kept = partial_len(s.root(), &big.0);
+    assert!(kept > 0 && kept < big.1, "partial of {kept} bytes");
 
     // The next commands work, the store is consistent, no half image is listed.
     assert!(
@@ -213,14 +215,20 @@ fn killed_pull_leaves_a_usable_store() {
         "tmp/ not cleaned: {:?}",
         store_tmp_files(s.root())
     );
-    eprintln!(
-        "note: after the kill the re-pull {} a Range request",
-        if proxy.saw_range_request() {
-            "resumed with"
-        } else {
-            "did not send"
-        }
+    // The re-pull fetched only the rest of the big layer, once.
+    let big_gets: Vec<Recorded> = proxy
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.blob_digest() == Some(big.0.as_str()))
+        .collect();
+    assert_eq!(big_gets.len(), 1, "{}", proxy.dump());
+    assert_eq!(
+        big_gets[0].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str()),
+        "the re-pull did not resume after the {kept} bytes kept:\n{}",
+        proxy.dump()
     );
+    assert_eq!(big_gets[0].body_sent as u64, big.1 - kept);
     // prune after the interruption keeps the image.
     s.ok(&["image", "prune"]);
     assert_image_complete(s.root(), &f.digest);
@@ -244,36 +252,50 @@ fn corrupt_partial_left_by_a_killed_pull_does_not_poison_the_next_pull() {
     let via = via_reg.replace(&reg.host(), &proxy.host());
     let s = Skiff::new();
     let mut child = s.spawn(&["image", "pull", &via]);
-    // Kill well after the flipped byte (in the middle) has been delivered.
-    let kill_at = big.1 as usize / 2 + (5 << 19);
+    // Killed once the flipped byte (in the middle) is on disk.
+    let past_flip = big.1 / 2 + 1;
     wait_until(
         Duration::from_secs(60),
-        "the pull to be past the corrupt byte",
+        "the partial to hold the corrupt byte",
         || {
             assert!(
                 child.is_running(),
                 "pull finished before it could be killed"
             );
-            proxy.count(|r| {
-                r.is_blob_get() && r.blob_digest() == Some(big.0.as_str()) && r.body_sent > kill_at
-            }) > 0
+            partial_len(s.root(), &big.0) >= past_flip
         },
     );
     child.kill();
-    // Whatever the killed process left, the next pull from a good source must work
-    // (DESIGN: "the next command repairs or ignores the leftovers").
-    let kept_corrupt = partial_is_corrupt(s.root(), &big.0);
-    eprintln!("note: the killed pull left a corrupt partial: {kept_corrupt}");
+    let kept = partial_len(s.root(), &big.0);
+    assert!(
+        kept < big.1 && partial_is_corrupt(s.root(), &big.0),
+        "the scenario needs a corrupt partial short of the whole layer ({kept} of {} bytes)",
+        big.1
+    );
+    // The next pull from a good source must work (DESIGN: "the next command repairs or
+    // ignores the leftovers"): it resumes, finds the digest wrong, fetches it whole.
     proxy.set_mode(Mode::Normal);
     proxy.reset();
     let out = s.pull(&via);
     assert!(
         out.success(),
-        "pull after a killed corrupt download failed (corrupt partial kept: {kept_corrupt}):\n{}\n{}",
+        "pull after a killed corrupt download failed:\n{}\n{}",
         out.stderr,
         proxy.dump()
     );
     assert_eq!(out.last_line(), f.digest);
+    let ranges: Vec<Option<String>> = proxy
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.blob_digest() == Some(big.0.as_str()))
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        [Some(format!("bytes={kept}-")), None],
+        "expected a resume, then one whole fetch:\n{}",
+        proxy.dump()
+    );
     assert_image_complete(s.root(), &f.digest);
     s.assert_consistent();
     assert!(

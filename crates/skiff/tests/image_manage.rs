@@ -16,6 +16,16 @@ fn rm_keeps_shared_layers_and_prune_removes_only_unreferenced_blobs() {
     let (latest, extra) = (f.image("latest"), f.image("extra"));
     let shared: BTreeSet<String> = latest.layers.iter().map(|l| l.0.clone()).collect();
     assert_eq!(shared.len(), 3);
+    let extra_only: BTreeSet<String> = extra
+        .all_blobs()
+        .difference(&latest.all_blobs())
+        .cloned()
+        .collect();
+    assert_eq!(
+        extra_only.len(),
+        3,
+        "extra's manifest, config and top layer"
+    );
 
     let s = Skiff::new();
     assert_eq!(s.pull_ok(&latest_ref), latest.digest);
@@ -31,6 +41,7 @@ fn rm_keeps_shared_layers_and_prune_removes_only_unreferenced_blobs() {
         "the store holds exactly the two images' blobs"
     );
 
+    // rm (as docker rmi) removes the name and the blobs no other image needs, at once.
     s.ok(&["image", "rm", &extra_ref]);
     let names: Vec<String> = s
         .images()
@@ -42,9 +53,10 @@ fn rm_keeps_shared_layers_and_prune_removes_only_unreferenced_blobs() {
         vec![latest_ref.clone()],
         "after rm only `latest` is listed"
     );
-    assert!(
-        s.blobs().is_superset(&latest.all_blobs()),
-        "rm removed a shared blob"
+    assert_eq!(
+        s.blobs(),
+        latest.all_blobs(),
+        "rm should free exactly extra's own blobs and keep the shared ones"
     );
     s.assert_consistent();
 
@@ -56,30 +68,39 @@ fn rm_keeps_shared_layers_and_prune_removes_only_unreferenced_blobs() {
     s.ok(&["image", "save", &latest_ref, "-o", tar.to_str().unwrap()]);
     skopeo_inspect(&format!("docker-archive:{}", tar.display()), &[], None);
 
-    // prune frees the blobs only `extra` used, and says so.
+    // An image that loses its only name to another (a re-tag, as a re-pull of a moved
+    // tag does) stays, dangling, until prune: prune frees exactly its own blobs, and
+    // says how many and how much.
+    assert_eq!(s.pull_ok(&extra_ref), extra.digest);
+    s.ok(&["image", "tag", &latest_ref, &extra_ref]);
+    assert_eq!(s.blobs(), both, "a dangling image keeps its blobs");
+    let dangling: Vec<_> = s
+        .images()
+        .into_iter()
+        .filter(|i| i["name"].is_null())
+        .collect();
+    assert_eq!(dangling.len(), 1, "{:#?}", s.images());
+    assert_eq!(dangling[0]["digest"], extra.digest.as_str());
+    s.assert_consistent();
+    let extra_only_bytes: u64 = extra_only
+        .iter()
+        .map(|d| {
+            std::fs::metadata(f.layout.join("blobs/sha256").join(&d[7..]))
+                .unwrap()
+                .len()
+        })
+        .sum();
     let out = s.ok(&["image", "prune"]);
-    assert!(
-        !out.stdout.trim().is_empty(),
-        "prune should print what it freed"
-    );
+    assert_prune_said(&out.stdout, 3, extra_only_bytes);
     assert_eq!(
         s.blobs(),
         latest.all_blobs(),
         "after prune exactly `latest`'s blobs remain"
     );
-    let extra_only: BTreeSet<String> = extra
-        .all_blobs()
-        .difference(&latest.all_blobs())
-        .cloned()
-        .collect();
-    assert_eq!(
-        extra_only.len(),
-        3,
-        "extra's manifest, config and top layer"
-    );
-    assert!(s.blobs().is_disjoint(&extra_only));
+    assert!(s.images().iter().all(|i| !i["name"].is_null()));
     s.assert_consistent();
     assert_eq!(s.inspect(&latest_ref)["config"], latest.config);
+    assert_eq!(s.inspect(&extra_ref)["digest"], latest.digest.as_str());
     let tar2 = tmp.path().join("latest2.tar");
     s.ok(&["image", "save", &latest_ref, "-o", tar2.to_str().unwrap()]);
     let cfg = skopeo_inspect(
@@ -94,8 +115,36 @@ fn rm_keeps_shared_layers_and_prune_removes_only_unreferenced_blobs() {
     );
 
     // A second prune has nothing to free and changes nothing.
-    s.ok(&["image", "prune"]);
+    let out = s.ok(&["image", "prune"]);
+    assert_prune_said(&out.stdout, 0, 0);
     assert_eq!(s.blobs(), latest.all_blobs());
+}
+
+/// `prune` printed `Deleted N blob(s), reclaimed SIZE` with SIZE (decimal units, three
+/// decimals at most) standing for `bytes`.
+#[track_caller]
+fn assert_prune_said(stdout: &str, blobs: usize, bytes: u64) {
+    let plural = if blobs == 1 { "" } else { "s" };
+    let line = stdout.trim();
+    let size = line
+        .strip_prefix(&format!("Deleted {blobs} blob{plural}, reclaimed "))
+        .unwrap_or_else(|| panic!("prune said {line:?}, expected {blobs} blobs deleted"));
+    let split = size
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or_else(|| panic!("no unit in {size:?}"));
+    let (num, unit) = size.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unit {other:?} in {line:?}"),
+    };
+    let said: f64 = num.parse::<f64>().unwrap() * scale;
+    assert!(
+        (said - bytes as f64).abs() <= 0.0005 * scale,
+        "prune said {line:?}, but {bytes} bytes were freed"
+    );
 }
 
 #[test]

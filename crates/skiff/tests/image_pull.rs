@@ -88,6 +88,13 @@ fn pull_multilayer_image_then_ls_and_inspect() {
         1,
         "ls -q:\n{q}"
     );
+    // `skiff images` is the short form of `image ls`, flags and all.
+    assert_eq!(s.ok(&["images"]).stdout.lines().next(), Some(header));
+    assert_eq!(s.ok(&["images", "-q"]).stdout, q);
+    assert_eq!(
+        s.ok(&["images", "--format", "json"]).json(),
+        Value::Array(imgs.clone())
+    );
 
     // inspect
     let v = s.inspect(&reference);
@@ -428,10 +435,36 @@ fn concurrent_pulls_share_downloads() {
         },
     );
     let f = fixtures().image("latest");
+    let big = f.largest_layer();
     let via = format!("{}/test/busybox:latest", proxy.host());
     let s = Skiff::new();
     let a = s.spawn(&["image", "pull", &via]);
+    // The second pull starts while the first is mid-way through the big layer, and asks
+    // for the manifest before that download has ended: the two overlap for certain.
+    let big_in_flight = |p: &Proxy| {
+        p.count(|r| {
+            r.is_blob_get()
+                && r.blob_digest() == Some(big.0.as_str())
+                && r.body_sent > 0
+                && (r.body_sent as u64) < big.1
+        }) > 0
+    };
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the first pull to be downloading the big layer",
+        || big_in_flight(&proxy),
+    );
     let b = s.spawn(&["image", "pull", &via]);
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the second pull to ask for the manifest",
+        || proxy.count_method_path("GET", "/v2/test/busybox/manifests/") >= 2,
+    );
+    assert!(
+        big_in_flight(&proxy),
+        "the first pull finished the big layer before the second began:\n{}",
+        proxy.dump()
+    );
     let a = a.wait(SKIFF_TIMEOUT);
     let b = b.wait(SKIFF_TIMEOUT);
     a.assert_success();
@@ -455,4 +488,183 @@ fn concurrent_pulls_share_downloads() {
     proxy.reset();
     s.pull_ok(&via);
     assert!(proxy.blob_gets().is_empty());
+}
+
+/// Credentials come from the first file that has them, in the README's order:
+/// `$REGISTRY_AUTH_FILE` alone when set; else `$XDG_RUNTIME_DIR/containers/auth.json`,
+/// `~/.config/containers/auth.json`, then docker's `~/.docker/config.json` (or
+/// `$DOCKER_CONFIG/config.json`). A file with wrong credentials ahead of one with right
+/// ones makes the pull fail, which shows which file was read.
+#[test]
+fn credentials_are_searched_in_order() {
+    let reg = Registry::start(RegistryOpts::with_auth());
+    let reference = reg.push_fixture("latest", "test/busybox", "latest");
+    let f = fixtures().image("latest");
+    let host = reg.host();
+    let s = Skiff::new();
+    s.unset_env("REGISTRY_AUTH_FILE");
+    let home = s.home().to_path_buf();
+    let runtime = home.join("run/containers/auth.json");
+    let config = home.join(".config/containers/auth.json");
+    let docker = home.join(".docker/config.json");
+    let docker_config = home.join("docker-config-dir");
+    let write = |path: &std::path::Path, pass: Option<&str>| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let v = match pass {
+            Some(p) => {
+                serde_json::json!({"auths": {&host: {"auth": base64_encode(format!("{USER}:{p}").as_bytes())}}})
+            }
+            None => serde_json::json!({"auths": {}}),
+        };
+        std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+    };
+    // Wrong credentials found, or none at all.
+    let refused = |why: &str| {
+        let out = s.pull(&reference);
+        eprintln!("expecting a refusal: {why}");
+        out.assert_clean_error_any(
+            &["test/busybox"],
+            &["rejected the credentials", "authentication required"],
+        );
+    };
+
+    // Only docker's file: read.
+    write(&docker, Some(PASS));
+    assert_eq!(s.pull_ok(&reference), f.digest, "~/.docker/config.json");
+    // ~/.config/containers/auth.json comes before it.
+    write(&config, Some("wrong"));
+    refused("~/.config/containers/auth.json before ~/.docker/config.json");
+    // $XDG_RUNTIME_DIR/containers/auth.json before both.
+    write(&runtime, Some(PASS));
+    assert_eq!(s.pull_ok(&reference), f.digest, "$XDG_RUNTIME_DIR first");
+    // A file without this host is passed over.
+    write(&runtime, None);
+    refused("a file without the host is skipped, the next one is read");
+    // $REGISTRY_AUTH_FILE is the only file read when set.
+    write(&config, Some(PASS));
+    assert_eq!(s.pull_ok(&reference), f.digest);
+    s.set_env("REGISTRY_AUTH_FILE", home.join("nothing-here.json"));
+    refused("$REGISTRY_AUTH_FILE alone");
+    s.unset_env("REGISTRY_AUTH_FILE");
+    // $DOCKER_CONFIG replaces ~/.docker.
+    std::fs::remove_file(&runtime).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    write(&docker, Some("wrong"));
+    refused("~/.docker/config.json with a wrong password");
+    write(&docker_config.join("config.json"), Some(PASS));
+    s.set_env("DOCKER_CONFIG", &docker_config);
+    assert_eq!(
+        s.pull_ok(&reference),
+        f.digest,
+        "$DOCKER_CONFIG/config.json"
+    );
+    s.assert_consistent();
+}
+
+/// Loopback registries other than 127.0.0.1 (IPv6 `::1`, `127.0.0.2`) are spoken to in
+/// plain HTTP, as docker does: the proxy in front of the registry speaks only HTTP and
+/// records each request it could parse.
+#[test]
+fn plain_http_to_ipv6_loopback_and_other_127_addresses() {
+    let (reg, _) = registry_with_busybox();
+    let f = fixtures().image("latest");
+    for bind in ["[::1]:0", "127.0.0.2:0"] {
+        let proxy = Proxy::start_on(bind, &reg, Mode::Normal);
+        let via = format!("{}/test/busybox:latest", proxy.host());
+        let s = Skiff::new();
+        assert_eq!(s.pull_ok(&via), f.digest, "{via}");
+        assert!(
+            proxy.count_method_path("GET", "/v2/test/busybox/manifests/latest") >= 1,
+            "{via}: no plain-HTTP manifest request:\n{}",
+            proxy.dump()
+        );
+        assert_eq!(
+            proxy.blob_gets().len(),
+            f.fetched_blobs().len(),
+            "{}",
+            proxy.dump()
+        );
+        assert_eq!(s.images()[0]["name"], via.as_str());
+        s.assert_consistent();
+    }
+}
+
+/// The store is `--root`, else `$SKIFF_ROOT`, else `/var/lib/skiff` for root and
+/// `$XDG_DATA_HOME/skiff` or `~/.local/share/skiff` for other users.
+#[test]
+fn store_root_from_flag_env_and_defaults() {
+    use std::os::unix::process::CommandExt;
+    let (_reg, reference) = registry_with_busybox();
+    let f = fixtures().image("latest");
+    let s = Skiff::new();
+    let env_root = tempdir();
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // $SKIFF_ROOT: the pull lands there.
+    run(s
+        .command_without_root(&["pull", "-q", &reference])
+        .env("SKIFF_ROOT", env_root.path()));
+    assert_image_complete(env_root.path(), &f.digest);
+    assert_store_consistent(env_root.path());
+    // --root wins over $SKIFF_ROOT.
+    let flag_root = tempdir();
+    let ls = run(s
+        .command_without_root(&["--root", flag_root.path().to_str().unwrap(), "images", "-q"])
+        .env("SKIFF_ROOT", env_root.path()));
+    assert_eq!(ls.trim(), "", "--root should win over SKIFF_ROOT");
+
+    // Defaults, read back from `system info` (which creates nothing).
+    let info_root = |cmd: &mut std::process::Command| -> String {
+        let v: Value = serde_json::from_str(&run(cmd)).unwrap();
+        v["root"].as_str().unwrap().to_owned()
+    };
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test runs as root"
+    );
+    assert_eq!(
+        info_root(&mut s.command_without_root(&["system", "info", "--format", "json"])),
+        "/var/lib/skiff"
+    );
+    // Another user: a pull as `nobody` goes below its HOME, or $XDG_DATA_HOME.
+    let home = tempdir();
+    rustix::fs::chown(
+        home.path(),
+        Some(rustix::process::Uid::from_raw(65534)),
+        Some(rustix::process::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = s.command_without_root(args);
+        cmd.env("HOME", home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("XDG_RUNTIME_DIR", home.path().join("run"))
+            .uid(65534)
+            .gid(65534);
+        cmd
+    };
+    run(&mut as_nobody(&["pull", "-q", &reference]));
+    let user_root = home.path().join(".local/share/skiff");
+    assert_image_complete(&user_root, &f.digest);
+    assert_store_consistent(&user_root);
+    let data_home = home.path().join("data");
+    assert_eq!(
+        info_root(
+            as_nobody(&["system", "info", "--format", "json"]).env("XDG_DATA_HOME", &data_home)
+        ),
+        data_home.join("skiff").display().to_string()
+    );
 }

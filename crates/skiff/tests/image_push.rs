@@ -54,7 +54,8 @@ fn push_to_a_fresh_registry_uploads_everything() {
     let s = Skiff::new();
     s.pull_ok(&reference);
     let dest = format!("{}/copy/busybox:v1", proxy.host());
-    s.ok(&["image", "push", &reference, &dest]);
+    // `skiff push` is the short form of `image push`.
+    s.ok(&["push", &reference, &dest]);
     let f = fixtures().image("latest");
     // Every blob went up: one finished upload (PUT, or monolithic POST, with ?digest=)
     // per blob.

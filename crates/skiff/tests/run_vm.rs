@@ -47,11 +47,12 @@ fn echo_resources_and_cleanup() {
     let _slot = slot();
     // Pulls on first use, builds the base filesystem, boots.
     let out = s.run(&[
-        "run", "--rm", "--cpus", "2", "--memory", "1G", &image, "sh", "-c",
+        "--debug", "run", "--rm", "--cpus", "2", "--memory", "1G", &image, "sh", "-c",
         "echo hello; nproc; grep MemTotal /proc/meminfo; test -e /init && echo INIT-VISIBLE; ls /lib/modules 2>&1; hostname",
     ]);
     out.assert_success();
     let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", out.stdout);
     assert_eq!(lines[0], "hello", "{}", out.stdout);
     assert_eq!(lines[1], "2", "vCPUs: {}", out.stdout);
     let mem_kb: u64 = lines[2].split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -59,28 +60,44 @@ fn echo_resources_and_cleanup() {
         (900_000..=1_048_576).contains(&mem_kb),
         "MemTotal {mem_kb} kB for --memory 1G"
     );
-    assert!(
-        !out.stdout.contains("INIT-VISIBLE"),
-        "the container sees skiff-init's files"
-    );
-    assert!(
-        !out.stdout.contains("skiff"),
-        "initramfs modules visible: {}",
-        out.stdout
-    );
+    // Neither skiff-init's /init nor the initramfs's modules are in the container.
     assert_eq!(
-        lines.last().unwrap().len(),
-        12,
-        "hostname is the short id: {}",
+        lines[3], "ls: /lib/modules: No such file or directory",
+        "{}",
         out.stdout
     );
+    let hostname = lines[4];
+    assert!(
+        hostname.len() == 12 && hostname.bytes().all(|b| b.is_ascii_hexdigit()),
+        "hostname is the short id: {hostname:?}"
+    );
+    // --debug: one line with the time of each phase.
+    let timings = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("skiff: timings: total "))
+        .unwrap_or_else(|| panic!("no timings line with --debug:\n{}", out.stderr));
+    for phase in [
+        "vm boot ",
+        "qemu connected ",
+        "kernel→init ",
+        "init→ready ",
+        "setup+create ",
+        "command→process start ",
+        "process ran ",
+        "exit→vm gone ",
+    ] {
+        let rest = timings
+            .split_once(phase)
+            .unwrap_or_else(|| panic!("no {phase:?} in {timings:?}"))
+            .1;
+        assert!(
+            rest.starts_with(|c: char| c.is_ascii_digit()),
+            "{phase:?} has no duration in {timings:?}"
+        );
+    }
     // --rm removed the container's directory; the base filesystem stays cached.
-    let left: Vec<_> = std::fs::read_dir(s.root().join("containers"))
-        .unwrap()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "containers left behind: {left:?}");
+    assert_eq!(containers_left(&s), 0, "containers left behind");
     assert_eq!(
         std::fs::read_dir(s.root().join("rootfs")).unwrap().count(),
         1
@@ -124,15 +141,17 @@ fn env_workdir_user_groups_and_exit_code() {
         "app",
         "--entrypoint",
         "/bin/sh",
+        "--hostname",
+        "web-1",
         &image,
         "-c",
-        "id; pwd; echo $A $B; echo to-stderr >&2; exit 3",
+        "id; pwd; echo $A $B; hostname; cat /etc/hostname; echo to-stderr >&2; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines.len(),
-        3,
+        5,
         "stdout: {}\nstderr: {}",
         out.stdout,
         out.stderr
@@ -146,7 +165,7 @@ fn env_workdir_user_groups_and_exit_code() {
         ["10(wheel)", "1000(app)", "50(staff)"],
         "supplementary groups"
     );
-    assert_eq!(&lines[1..], ["/tmp/work", "1 from-file"]);
+    assert_eq!(&lines[1..], ["/tmp/work", "1 from-file", "web-1", "web-1"]);
     assert!(out.stderr.contains("to-stderr"), "stderr: {}", out.stderr);
     assert!(!out.stdout.contains("to-stderr"));
 }
@@ -212,14 +231,85 @@ fn numeric_user_without_passwd() {
     let (_reg, s, image) = setup("nopasswd");
     s.ok(&["pull", "-q", &image]);
     let _slot = slot();
-    let out = s.run(&["run", "--rm", "-u", "1234:5678", &image, "id"]);
+    // Kept (no --rm), so its id can be read from the store. The image has no /etc at
+    // all: skiff-init writes /etc/hostname itself.
+    let out = s.run(&[
+        "run",
+        "-u",
+        "1234:5678",
+        &image,
+        "sh",
+        "-c",
+        "id; hostname; cat /etc/hostname",
+    ]);
     out.assert_success();
+    let ids: Vec<String> = std::fs::read_dir(s.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let short = &ids[0][..12];
     assert_eq!(
-        out.stdout.trim(),
-        "uid=1234 gid=5678 groups=5678",
+        out.stdout,
+        format!("uid=1234 gid=5678 groups=5678\n{short}\n{short}\n"),
         "{}",
         out.stderr
     );
+}
+
+/// A command that is missing or not executable: 127 and 126, as a shell (and docker)
+/// report them, each with a one-line error naming the command; nothing left behind.
+#[test]
+fn missing_and_non_executable_commands_are_127_and_126() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let root = s.root().display().to_string();
+    let _slot = slot();
+    for (cmd, code) in [("/no/such/cmd", 127), ("/etc/passwd", 126)] {
+        let out = s.run(&["run", "--rm", "-q", &image, cmd]);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {}", out.stderr);
+        out.assert_clean_error(&[cmd]);
+        assert!(out.stdout.is_empty(), "{cmd}: {}", out.stdout);
+    }
+    assert!(qemu_processes_with(&root).is_empty());
+    assert_eq!(containers_left(&s), 0);
+}
+
+/// A boot that never gets to skiff-init's agent (here a static busybox as PID 1):
+/// exit 125, one line saying so, no QEMU and no container left.
+#[test]
+fn boot_error_leaves_no_qemu_behind() {
+    let (_reg, s, image) = setup("users");
+    s.ok(&["pull", "-q", &image]);
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox-static");
+    s.set_env("SKIFF_INIT", busybox)
+        .set_env("SKIFF_BOOT_TIMEOUT", "3");
+    let root = s.root().display().to_string();
+    let _slot = slot();
+    let out = s.run(&["run", "--rm", "-q", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
+    out.assert_clean_error(&["starting the VM", "did not answer within 3s"]);
+    assert!(
+        qemu_processes_with(&root).is_empty(),
+        "QEMU left after a boot error"
+    );
+    assert_eq!(containers_left(&s), 0);
+}
+
+/// Entries of the store's containers/ directory (not hidden ones).
+fn containers_left(s: &Skiff) -> usize {
+    std::fs::read_dir(s.root().join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Opens a pty pair; the slave is given to skiff as its controlling terminal.
@@ -357,20 +447,55 @@ fn interrupt_is_forwarded_and_kill_leaves_no_qemu() {
     let root = s.root().display().to_string();
     let _slot = slot();
 
-    // SIGINT to skiff (no tty) reaches the process, which decides the exit code.
+    // SIGTERM to skiff (no tty) reaches the process, which decides the exit code.
     let run = s.spawn(&[
         "run",
         "--rm",
         &image,
         "sh",
         "-c",
-        "trap 'echo got-int; exit 7' INT; echo ready; while true; do sleep 0.2; done",
+        "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.2; done",
+    ]);
+    wait_for_ready(&run);
+    send(&run, rustix::process::Signal::TERM);
+    let out = run.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
+    assert_eq!(out.stdout, "ready\ngot-term\n");
+    assert!(
+        qemu_processes_with(&root).is_empty(),
+        "QEMU left after SIGTERM"
+    );
+
+    // SIGINT reaches the process too; a process that ignores it is given up on at the
+    // third Ctrl-C within 2 s: the VM is stopped, exit 130.
+    let run = s.spawn(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "trap 'echo got-int' INT; echo ready; while true; do sleep 0.2; done",
     ]);
     wait_for_ready(&run);
     interrupt(&run);
+    let out_path = run.stdout_path();
+    common::wait_until(Duration::from_secs(30), "the trap to run", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("got-int")
+    });
+    // Apart, as keys are pressed: signals sent back to back may arrive as one.
+    for _ in 0..3 {
+        interrupt(&run);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = run.wait(Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(7), "{}", out.stderr);
-    assert!(out.stdout.contains("got-int"));
+    assert_eq!(out.status.code(), Some(130), "{}", out.stderr);
+    out.assert_clean_error(&["after three interrupts"]);
+    assert!(
+        qemu_processes_with(&root).is_empty(),
+        "QEMU left after three Ctrl-C"
+    );
 
     // Ctrl-C while the VM boots: skiff stops it and exits 130.
     let run = s.spawn(&["run", "--rm", &image, "true"]);
@@ -428,21 +553,22 @@ fn refuses_foreign_platform_and_missing_kernel() {
     let out = s.run(&["run", "--rm", "-q", &amd, "true"]);
     assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
     out.assert_clean_error(&["skiff system kernel install"]);
-    let left = std::fs::read_dir(s.root().join("containers"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(left, 0, "a failed --rm run left its container directory");
+    assert_eq!(
+        containers_left(&s),
+        0,
+        "a failed --rm run left its container directory"
+    );
 }
 
 /// SIGINT to a spawned skiff, as Ctrl-C on its terminal would send.
 fn interrupt(run: &common::Spawned) {
+    send(run, rustix::process::Signal::INT);
+}
+
+fn send(run: &common::Spawned, sig: rustix::process::Signal) {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(run.child.id() as i32).expect("child pid"),
-        rustix::process::Signal::INT,
+        sig,
     )
     .expect("kill");
 }
@@ -455,4 +581,65 @@ fn wait_for_ready(run: &common::Spawned) {
             .unwrap_or_default()
             .contains("ready")
     });
+}
+
+/// `--pull missing|always|never`, seen from the registry's side. No VM is needed: the
+/// kernel directory is empty, so each run stops (125) right after the image is
+/// resolved, and the proxy tells what each policy asked the registry for.
+#[test]
+fn pull_policies() {
+    let reg = Registry::start(RegistryOpts::default());
+    reg.push_fixture("latest", "test/busybox", "latest");
+    let proxy = common::Proxy::start(&reg, common::Mode::Normal);
+    let image = format!("{}/test/busybox:latest", proxy.host());
+    let empty = common::tempdir();
+    let s = Skiff::new()
+        .with_env("SKIFF_KERNEL_DIR", empty.path())
+        .with_env("SKIFF_INIT", common::vm::init_binary());
+    let no_kernel = |out: &common::Out| {
+        assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("skiff system kernel install"),
+            "{}",
+            out.stderr
+        );
+    };
+    let manifest_gets =
+        |p: &common::Proxy| p.count_method_path("GET", "/v2/test/busybox/manifests/");
+
+    // never, and the image is not here: a clean error, the registry not asked.
+    let out = s.run(&["run", "--rm", "--pull", "never", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", out.stderr);
+    out.assert_clean_error(&["--pull never", "test/busybox"]);
+    assert_eq!(proxy.requests().len(), 0, "{}", proxy.dump());
+
+    // missing (the default): pulls, saying so.
+    let out = s.run(&["run", "--rm", &image, "true"]);
+    no_kernel(&out);
+    assert!(
+        out.stderr
+            .contains(&format!("Unable to find image '{image}' locally")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(manifest_gets(&proxy), 1, "{}", proxy.dump());
+    assert!(!proxy.blob_gets().is_empty());
+    assert_eq!(s.images().len(), 1);
+
+    // missing, and it is here: the registry is not asked.
+    proxy.reset();
+    no_kernel(&s.run(&["run", "--rm", "-q", "--pull", "missing", &image, "true"]));
+    assert_eq!(proxy.requests().len(), 0, "{}", proxy.dump());
+
+    // always: asks for the manifest again (and fetches no blob it has).
+    no_kernel(&s.run(&["run", "--rm", "-q", "--pull", "always", &image, "true"]));
+    assert_eq!(manifest_gets(&proxy), 1, "{}", proxy.dump());
+    assert!(proxy.blob_gets().is_empty(), "{}", proxy.dump());
+
+    // never, and it is here: runs from the store.
+    proxy.reset();
+    no_kernel(&s.run(&["run", "--rm", "-q", "--pull", "never", &image, "true"]));
+    assert_eq!(proxy.requests().len(), 0, "{}", proxy.dump());
+    assert_eq!(containers_left(&s), 0);
+    s.assert_consistent();
 }

@@ -103,7 +103,7 @@ pub fn run(ctx: &Context, a: RunArgs, debug: bool) -> ExitCode {
                     return ExitCode::from(*code as u8);
                 }
                 // As a shell reports a command ended by SIGINT.
-                Some(RunError::Interrupted) => {
+                Some(RunError::Interrupted | RunError::Aborted) => {
                     eprintln!("Error: {e}");
                     return ExitCode::from(130);
                 }
@@ -381,7 +381,6 @@ async fn forward_signals(
             interrupts.retain(|t| t.elapsed() < Duration::from_secs(2));
             interrupts.push(Instant::now());
             if interrupts.len() >= 3 {
-                eprintln!("skiff: interrupted three times; stopping the container's VM");
                 Control::Abort
             } else {
                 Control::Signal(sig)

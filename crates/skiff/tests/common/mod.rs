@@ -1189,8 +1189,9 @@ impl Out {
 pub struct Skiff {
     root: TempDir,
     home: TempDir,
-    /// Set on every command after the harness's own variables (so they can override).
-    extra_env: Mutex<BTreeMap<String, String>>,
+    /// Set (or, for `None`, removed) on every command after the harness's own
+    /// variables, so they can override them.
+    extra_env: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 impl Default for Skiff {
@@ -1218,9 +1219,24 @@ impl Skiff {
             .unwrap_or_else(|e| e.into_inner())
             .insert(
                 key.to_string(),
-                value.as_ref().to_string_lossy().into_owned(),
+                Some(value.as_ref().to_string_lossy().into_owned()),
             );
         self
+    }
+
+    /// Removes `key` from the environment of every later command of this env (one the
+    /// harness sets, such as `REGISTRY_AUTH_FILE`, included).
+    pub fn unset_env(&self, key: &str) -> &Self {
+        self.extra_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), None);
+        self
+    }
+
+    /// The env's HOME directory.
+    pub fn home(&self) -> &Path {
+        self.home.path()
     }
 
     /// [`Skiff::set_env`], builder style.
@@ -1261,10 +1277,16 @@ impl Skiff {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command_without_root(&[]);
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
+    /// [`Skiff::command`] without `--root`: the store is where SKIFF_ROOT or the
+    /// defaults put it.
+    pub fn command_without_root(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(SKIFF);
-        cmd.arg("--root")
-            .arg(self.root())
-            .args(args)
+        cmd.args(args)
             .env("REGISTRY_AUTH_FILE", self.auth_file())
             .env("CONTAINERS_REGISTRIES_CONF", self.registries_conf())
             .env("HOME", self.home.path())
@@ -1290,7 +1312,10 @@ impl Skiff {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            cmd.env(k, v);
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         cmd
     }
@@ -1549,7 +1574,8 @@ fn is_partial_name(name: &str) -> bool {
 
 /// The store invariants: every blob's content hashes to its name (and is a regular file),
 /// `tmp/` holds only `sha256-<hex>.partial` files, `images/index.json` (if present) is
-/// JSON, and every image `ls` would show has its manifest, config and layers stored.
+/// JSON, and every image `ls` would show (named or dangling) has its manifest, config
+/// and layers stored, with the config its record names.
 #[track_caller]
 pub fn assert_store_consistent(root: &Path) {
     let dir = root.join("blobs/sha256");
@@ -1578,12 +1604,26 @@ pub fn assert_store_consistent(root: &Path) {
     let index = root.join("images/index.json");
     if index.exists() {
         let bytes = fs::read(&index).unwrap();
-        let v: Result<Value, _> = serde_json::from_slice(&bytes);
-        assert!(
-            v.is_ok(),
-            "images/index.json is not valid JSON: {}",
-            String::from_utf8_lossy(&bytes)
-        );
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "images/index.json is not valid JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        let images = v["images"]
+            .as_array()
+            .unwrap_or_else(|| panic!("images/index.json has no `images` array: {v}"));
+        for rec in images {
+            let digest = rec["digest"]
+                .as_str()
+                .unwrap_or_else(|| panic!("index entry without a digest: {rec}"));
+            let config = assert_image_complete(root, digest);
+            assert_eq!(
+                rec["config"].as_str(),
+                Some(config.as_str()),
+                "index entry {rec} names another config than its manifest"
+            );
+        }
     }
 }
 
@@ -1613,6 +1653,14 @@ pub fn assert_partials_are_clean_prefixes(root: &Path) {
     }
 }
 
+/// Bytes of the partial download of `digest` in `tmp/` (0 when there is none).
+pub fn partial_len(root: &Path, digest: &str) -> u64 {
+    let hex = digest.trim_start_matches("sha256:");
+    fs::metadata(root.join("tmp").join(format!("sha256-{hex}.partial")))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
 /// Whether `tmp/` holds a partial download of `digest` that is NOT a prefix of the real
 /// (fixture) blob.
 pub fn partial_is_corrupt(root: &Path, digest: &str) -> bool {
@@ -1625,9 +1673,10 @@ pub fn partial_is_corrupt(root: &Path, digest: &str) -> bool {
     partial.len() > real.len() || real[..partial.len()] != partial[..]
 }
 
-/// Asserts that the manifest `digest` and everything it references are in the store.
+/// Asserts that the manifest `digest` and everything it references are in the store;
+/// returns the config digest.
 #[track_caller]
-pub fn assert_image_complete(root: &Path, digest: &str) {
+pub fn assert_image_complete(root: &Path, digest: &str) -> String {
     let blobs = store_blobs(root);
     assert!(blobs.contains(digest), "manifest {digest} not in the store");
     let path = root
@@ -1642,6 +1691,7 @@ pub fn assert_image_complete(root: &Path, digest: &str) {
         let d = l["digest"].as_str().unwrap();
         assert!(blobs.contains(d), "layer {d} of {digest} not in the store");
     }
+    c.to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1796,6 +1846,8 @@ struct ProxyState {
 /// connection: every answer carries `Connection: close`).
 pub struct Proxy {
     pub port: u16,
+    /// `ADDR:PORT` as clients write it (`[::1]:PORT` for IPv6).
+    host: String,
     upstream: String,
     upstream_auth: Option<String>,
     state: Arc<Mutex<ProxyState>>,
@@ -1804,7 +1856,7 @@ pub struct Proxy {
 }
 
 struct Ctx {
-    port: u16,
+    host: String,
     upstream: String,
     upstream_auth: Option<String>,
     state: Arc<Mutex<ProxyState>>,
@@ -1812,16 +1864,24 @@ struct Ctx {
 
 impl Proxy {
     pub fn start(registry: &Registry, mode: Mode) -> Proxy {
+        Proxy::start_on("127.0.0.1:0", registry, mode)
+    }
+
+    /// [`Proxy::start`] listening on `bind` (e.g. `[::1]:0`, `127.0.0.2:0`).
+    pub fn start_on(bind: &str, registry: &Registry, mode: Mode) -> Proxy {
         let upstream_auth = registry.auth.as_ref().map(|(u, p)| basic_auth_value(u, p));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().unwrap().port();
+        let listener =
+            TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind proxy on {bind}: {e}"));
+        let local = listener.local_addr().unwrap();
+        let port = local.port();
+        let host = local.to_string();
         let state = Arc::new(Mutex::new(ProxyState {
             mode: Some(mode),
             ..Default::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
-            port,
+            host: host.clone(),
             upstream: registry.host(),
             upstream_auth: upstream_auth.clone(),
             state: state.clone(),
@@ -1843,6 +1903,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            host,
             upstream: registry.host(),
             upstream_auth,
             state,
@@ -1851,9 +1912,10 @@ impl Proxy {
         }
     }
 
-    /// "127.0.0.1:PORT" of the proxy: use it as the registry host in references.
+    /// "127.0.0.1:PORT" of the proxy (or the address it was started on): use it as the
+    /// registry host in references.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.host.clone()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -1961,7 +2023,7 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect(&self.host);
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
@@ -2292,8 +2354,8 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
             };
             if !allowed {
                 let mut challenge = format!(
-                    "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\"",
-                    ctx.port
+                    "Bearer realm=\"http://{}/token\",service=\"test-registry\"",
+                    ctx.host
                 );
                 if let Some(repo) = &repo {
                     let actions = if action == "pull" {
@@ -2369,6 +2431,12 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
     let no_body = method == "HEAD" || status == 204 || status == 304 || status < 200;
     let mut resp_body = if no_body {
         Vec::new()
+    } else if status == 416 {
+        // distribution announces the blob's length on a 416 but sends no body: take what
+        // comes (the proxy sends its own Content-Length).
+        let mut b = Vec::new();
+        ur.read_to_end(&mut b)?;
+        b
     } else {
         read_body(&mut ur, &resp_headers, true)?
     };
@@ -2394,7 +2462,7 @@ fn handle_conn(ctx: &Ctx, client: TcpStream) -> io::Result<()> {
         if lk == "location" {
             for p in &up_prefixes {
                 if v.starts_with(p.as_str()) {
-                    let proxy_prefix = p.replace(&ctx.upstream, &format!("127.0.0.1:{}", ctx.port));
+                    let proxy_prefix = p.replace(&ctx.upstream, &ctx.host);
                     v = format!("{proxy_prefix}{}", &v[p.len()..]);
                 }
             }

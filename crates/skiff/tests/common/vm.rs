@@ -157,22 +157,24 @@ pub fn init_binary() -> PathBuf {
     p
 }
 
-/// The guest kernel, installed once per machine into target/skiff-test-kernel
-/// with `skiff system kernel install` (apt-get download), under a lock.
+/// The guest kernel, installed once per target directory into
+/// target/tmp/skiff-test-kernels with `skiff system kernel install` (apt-get
+/// download), under the lock skiff-sandbox's tests take for the same directory,
+/// so that the whole suite downloads it once.
 pub fn kernel_dir() -> PathBuf {
     static K: OnceLock<PathBuf> = OnceLock::new();
     K.get_or_init(|| {
-        let root = target_dir().join("skiff-test-kernel");
-        fs::create_dir_all(&root).unwrap();
-        let lock = fs::File::create(root.join(".lock")).unwrap();
+        let kernels = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skiff-test-kernels");
+        fs::create_dir_all(&kernels).unwrap();
+        let lock = fs::File::create(kernels.with_extension("lock")).unwrap();
         rustix_flock(&lock);
-        let kernels = root.join("kernel");
         if !kernels.join("current").exists() {
+            let root = super::tempdir();
             let out = Command::new(super::SKIFF)
                 .arg("--root")
-                .arg(&root)
+                .arg(root.path())
                 .args(["system", "kernel", "install"])
-                .env_remove("SKIFF_KERNEL_DIR")
+                .env("SKIFF_KERNEL_DIR", &kernels)
                 .output()
                 .unwrap();
             assert!(

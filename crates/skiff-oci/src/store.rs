@@ -1,7 +1,7 @@
 //! The content store: verified blobs by digest, the image index (names →
 //! manifests), and the locks that let several `skiff` processes share it.
 //!
-//! Layout under the root (see shared/DESIGN.md):
+//! Layout under the root (ARCHITECTURE.md, "Where things are stored"):
 //! `blobs/sha256/<hex>`, `images/index.json`, `tmp/` for partial downloads.
 //! A blob becomes visible only by rename after its digest and size checked out,
 //! so a crash at any point leaves nothing half-written in `blobs/`.

@@ -318,22 +318,6 @@ enum XattrPlace {
     Block(usize),
 }
 
-fn random_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        // No /dev/urandom: derive from the time; uniqueness is all we need.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        b[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
-        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    b
-}
-
 fn ftype(kind: &NodeKind) -> u8 {
     match kind {
         NodeKind::Dir { .. } => file_type::DIR,
@@ -371,7 +355,7 @@ fn ext4_xattrs(meta: &crate::types::Meta) -> Vec<Xattr> {
 
 impl Layout {
     fn plan(tree: &Tree, data_end: u32, opts: &Options) -> Result<Self, Error> {
-        let rnd = random_bytes();
+        let rnd = skiff_util::id::random_bytes::<32>();
         let uuid = opts.uuid.unwrap_or_else(|| {
             let mut u = [0u8; 16];
             u.copy_from_slice(&rnd[..16]);

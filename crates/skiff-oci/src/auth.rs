@@ -106,7 +106,7 @@ impl AuthFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        crate::fsutil::write_atomic(path, &json, 0o600).map_err(err)
+        skiff_util::atomic::write(path, &json, 0o600).map_err(err)
     }
 
     /// Credentials for `registry` (a `host[:port]` as written in references).

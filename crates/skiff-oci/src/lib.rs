@@ -8,7 +8,6 @@ pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod digest;
-mod fsutil;
 pub mod manifest;
 pub mod platform;
 pub mod progress;

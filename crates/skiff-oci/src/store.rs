@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
-use crate::fsutil::{self, FileLock};
 use crate::manifest::{self, Manifest};
 use crate::reference::Reference;
+use skiff_util::atomic;
+use skiff_util::lock::{self, FileLock};
 
 /// Manifests and configs are small; anything larger is refused (as registries do).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -225,7 +226,7 @@ impl Store {
 
     /// A writer for a new blob whose digest is computed as it is written.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
-        let path = fsutil::temp_sibling(&self.tmp_dir().join("blob"));
+        let path = atomic::temp_sibling(&self.tmp_dir().join("blob"));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -233,7 +234,7 @@ impl Store {
             .open(&path)
             .map_err(io_err(&path))?;
         // Held while writing so that cleanup in another process leaves it alone.
-        fsutil::try_lock_file(&file).map_err(io_err(&path))?;
+        lock::try_lock_file(&file).map_err(io_err(&path))?;
         Ok(BlobWriter {
             store: self.clone(),
             out: io::BufWriter::with_capacity(1 << 20, file),
@@ -259,8 +260,7 @@ impl Store {
             .mode(0o644)
             .open(&path)
             .map_err(io_err(&path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err(&path)(e.into()))?;
+        lock::lock_file(&file).map_err(io_err(&path))?;
         if self.has_blob(digest) {
             // Another process finished it while we waited. The file at `path`
             // may already be someone else's new partial: leave it be.
@@ -306,7 +306,7 @@ impl Store {
         idx.version = 1;
         let path = self.index_path();
         let json = serde_json::to_vec_pretty(&idx).map_err(|e| io_err(&path)(e.into()))?;
-        fsutil::write_atomic(&path, &json, 0o644).map_err(io_err(&path))?;
+        atomic::write(&path, &json, 0o644).map_err(io_err(&path))?;
         Ok(out)
     }
 
@@ -331,7 +331,7 @@ impl Store {
     /// renames durable (the index must never name a blob a crash could lose).
     pub fn record_images(&self, records: Vec<ImageRecord>) -> Result<(), StoreError> {
         let blobs = self.root.join("blobs/sha256");
-        fsutil::sync_dir(&blobs).map_err(io_err(&blobs))?;
+        atomic::sync_dir(&blobs).map_err(io_err(&blobs))?;
         self.update_index(|idx| {
             for r in records {
                 idx.upsert(r);

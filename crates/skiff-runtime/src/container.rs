@@ -2,6 +2,7 @@
 //! asked), state.json (what is happening), overlay.qcow2, and the VM's control
 //! socket and logs.
 
+use skiff_util::lock::FileLock;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -73,17 +74,7 @@ pub fn now() -> u64 {
 
 /// 64 hex digits from the kernel's random source (the id docker users expect).
 pub fn new_id() -> String {
-    let mut b = [0u8; 32];
-    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
-        // Never expected; fall back to time and pid, still unique enough locally.
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b[..16].copy_from_slice(&t.to_le_bytes());
-        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    skiff_util::id::random_hex::<32>()
 }
 
 /// A name like docker's: adjective_noun, from the id.
@@ -113,7 +104,7 @@ impl ContainerDir {
         }
         std::fs::create_dir_all(containers).map_err(io("creating", containers))?;
         let lock_path = containers.join(".lock");
-        let _lock = crate::lock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
+        let _lock = FileLock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
         for other in list(containers)? {
             if other.name == cfg.name {
                 return Err(ContainerError::NameInUse(
@@ -140,13 +131,10 @@ impl ContainerDir {
         self.write_json("state.json", st)
     }
 
-    /// Atomic: temp file, fsync is not needed for state that a crash makes stale anyway.
     fn write_json<T: Serialize>(&self, name: &str, v: &T) -> Result<(), ContainerError> {
         let p = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
         let bytes = serde_json::to_vec_pretty(v).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(io("writing", &p))
+        skiff_util::atomic::write(&p, &bytes, 0o644).map_err(io("writing", &p))
     }
 
     pub fn remove(self) -> Result<(), ContainerError> {

@@ -5,7 +5,6 @@
 
 pub mod container;
 pub mod image_config;
-pub mod lock;
 pub mod overlay;
 pub mod paths;
 pub mod rootfs;

@@ -7,7 +7,6 @@
 //! cluster 0 header + extensions + backing file name, 1 refcount table,
 //! 2 refcount block (clusters 0-3 in use), 3 the L1 table (all unallocated).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,18 +43,9 @@ pub fn create(base: &Path, overlay: &Path) -> Result<(), OverlayError> {
     let base = std::fs::canonicalize(base).map_err(base_err)?;
     let size = std::fs::metadata(&base).map_err(base_err)?.len();
     let image = qcow2_overlay(base.as_os_str().as_encoded_bytes(), size)?;
-    let tmp = overlay.with_extension("qcow2.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&image)?;
-        std::fs::rename(&tmp, overlay)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        OverlayError::Write {
-            path: overlay.to_path_buf(),
-            source,
-        }
+    skiff_util::atomic::write(overlay, &image, 0o644).map_err(|source| OverlayError::Write {
+        path: overlay.to_path_buf(),
+        source,
     })
 }
 
@@ -118,6 +108,7 @@ fn qcow2_overlay(backing: &[u8], size: u64) -> Result<Vec<u8>, OverlayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::process::Command;
 
     fn qemu_img(args: &[&str], path: &Path) -> std::process::Output {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use skiff_ext4::writer::{self, Options};
 use skiff_oci::manifest::Manifest;
 use skiff_oci::store::{ImageRecord, Store};
+use skiff_util::atomic::AtomicFile;
+use skiff_util::lock::FileLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -65,12 +67,12 @@ pub fn cached(
     let locks = store.root().join("locks");
     std::fs::create_dir_all(&locks).map_err(io("creating", &locks))?;
     let lock_path = locks.join(format!("rootfs-{}.lock", rec.digest.hex()));
-    let _lock = crate::lock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
+    let _lock = FileLock::exclusive(&lock_path).map_err(io("locking", &lock_path))?;
     if path.exists() {
         return Ok((path, None));
     }
     let (readers, total) = layer_readers(store, rec)?;
-    let stats = write_image(readers, total, &path, opts, true, progress)?;
+    let stats = write_image(readers, total, &path, opts, progress)?;
     let mut perm = std::fs::metadata(&path)
         .map_err(io("reading", &path))?
         .permissions();
@@ -97,42 +99,23 @@ pub fn layer_readers(
     Ok((readers, total))
 }
 
-/// Writes to a temp file beside `out` and renames, so a failure leaves nothing
-/// behind. `durable`: fsync before the rename (for the store's cache, which must
-/// survive a crash whole; a user's output file is treated like `cp` treats it).
+/// Writes to a temp file beside `out` and renames it into place (durably, as
+/// every replace in skiff), so a failure leaves nothing behind.
 pub fn write_image(
     readers: Vec<BufReader<File>>,
     total: u64,
     out: &Path,
     opts: &Options,
-    durable: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<writer::Stats, RootfsError> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.skiff-tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        let stats = writer::build(readers, &mut f, opts, &mut |n| progress(n, total)).map_err(
-            |source| RootfsError::Write {
+    let mut f = AtomicFile::create(out, 0o644).map_err(io("creating", out))?;
+    let stats =
+        writer::build(readers, f.file(), opts, &mut |n| progress(n, total)).map_err(|source| {
+            RootfsError::Write {
                 path: out.to_path_buf(),
                 source,
-            },
-        )?;
-        if durable {
-            f.sync_all().map_err(io("syncing", &tmp))?;
-        }
-        std::fs::rename(&tmp, out).map_err(io("renaming into place", out))?;
-        Ok(stats)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+            }
+        })?;
+    f.commit().map_err(io("renaming into place", out))?;
+    Ok(stats)
 }

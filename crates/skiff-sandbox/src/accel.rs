@@ -226,13 +226,8 @@ fn choice(accel: Accel, reason: String, probe_ms: Option<u64>) -> AccelChoice {
 fn save(cache_dir: &Path, entry: &CacheEntry) {
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(cache_dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".accel-")
-            .tempfile_in(cache_dir)?;
-        serde_json::to_writer_pretty(tmp.as_file(), entry)?;
-        tmp.persist(cache_dir.join(CACHE_FILE))
-            .map_err(|e| e.error)?;
-        Ok(())
+        let json = serde_json::to_vec_pretty(entry)?;
+        skiff_util::atomic::write(&cache_dir.join(CACHE_FILE), &json, 0o644)
     };
     if let Err(e) = write() {
         tracing::debug!(

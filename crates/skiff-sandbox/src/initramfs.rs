@@ -6,6 +6,7 @@
 //! so a new skiff-init or kernel gives a new file, and an unchanged one is
 //! reused without being rewritten.
 
+use skiff_util::atomic::AtomicFile;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -154,18 +155,14 @@ pub fn build_with(
         data: order.as_bytes(),
     });
 
-    let tmp = tempfile::Builder::new()
-        .prefix(".initramfs-")
-        .tempfile_in(cache_dir)
-        .map_err(werr)?;
+    let mut tmp = AtomicFile::create(&path, 0o644).map_err(werr)?;
     {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.file());
         write_newc(&mut w, &entries).map_err(werr)?;
         w.flush().map_err(werr)?;
     }
-    tmp.as_file().sync_all().map_err(werr)?;
-    set_readable(tmp.as_file()).map_err(werr)?;
-    tmp.persist(&path).map_err(|e| werr(e.error))?;
+    set_readable(tmp.file()).map_err(werr)?;
+    tmp.commit().map_err(werr)?;
     remove_stale(cache_dir, &path);
     Ok(path)
 }

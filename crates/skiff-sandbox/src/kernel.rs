@@ -428,10 +428,7 @@ fn swap_in(stage: tempfile::TempDir, target: &Path) -> Result<()> {
 /// Replaces `kernels_dir/current` with a symlink to `release` atomically
 /// (new link beside it, then rename over).
 fn point_current(kernels_dir: &Path, release: &str) -> Result<()> {
-    let tmp = kernels_dir.join(format!(".current-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(release, &tmp).map_err(io(format!("creating {}", tmp.display())))?;
-    std::fs::rename(&tmp, kernels_dir.join(CURRENT))
+    skiff_util::atomic::replace_symlink(Path::new(release), &kernels_dir.join(CURRENT))
         .map_err(io(format!("updating {}/current", kernels_dir.display())))
 }
 

@@ -338,16 +338,7 @@ fn kill_and_reap(child: &mut tokio::process::Child) {
 
 /// A random session id for the handshake (hex, 32 characters).
 fn session_id() -> String {
-    let mut b = [0u8; 16];
-    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
-        // Uniqueness, not secrecy, is what the id is for.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        b[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
-        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    hex::encode(b)
+    skiff_util::id::random_hex::<16>()
 }
 
 /// The last lines of console.log (and of qemu.log when `with_qemu`), ready to

@@ -460,27 +460,18 @@ fn save(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
         .collect();
     match &a.output {
         Some(path) => {
-            // Write beside the target and rename, so a failed save leaves no half file.
-            let tmp = path.with_file_name(format!(
-                ".{}.skiff-tmp-{}",
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                std::process::id()
-            ));
+            // Written beside the target and renamed: a failed save leaves no half file.
             let result = (|| -> anyhow::Result<()> {
-                let f = std::fs::File::create(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                let mut f = skiff_util::atomic::AtomicFile::create(path, 0o644)
+                    .with_context(|| format!("creating a file beside {}", path.display()))?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f.file());
                 archive::save(&store, &items, a.format, &mut w)?;
-                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                std::fs::rename(&tmp, path)
+                w.flush()?;
+                drop(w);
+                f.commit()
                     .with_context(|| format!("writing {}", path.display()))?;
                 Ok(())
             })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
             result.with_context(|| format!("saving to {}", path.display()))
         }
         None => {

@@ -89,7 +89,7 @@ pub fn mkfs(a: MkfsArgs) -> anyhow::Result<()> {
         headroom: a.headroom,
         ..Default::default()
     };
-    let stats = write_image(readers, total, &a.output, &opts, a.quiet, false)
+    let stats = write_image(readers, total, &a.output, &opts, a.quiet)
         .with_context(|| format!("writing {}", a.output.display()))?;
     report(&a.output, &stats, a.quiet);
     Ok(())
@@ -113,7 +113,7 @@ pub fn image_mkfs(ctx: &Context, a: ImageMkfsArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let (readers, total) = layer_readers(&store, &found.record)?;
-    let stats = write_image(readers, total, &output, &opts, a.quiet, false)
+    let stats = write_image(readers, total, &output, &opts, a.quiet)
         .with_context(|| format!("writing {} from {}", output.display(), a.reference))?;
     report(&output, &stats, a.quiet);
     Ok(())
@@ -170,10 +170,9 @@ pub fn write_image(
     out: &Path,
     opts: &Options,
     quiet: bool,
-    durable: bool,
 ) -> anyhow::Result<writer::Stats> {
     let bar = crate::progress::bytes_bar(quiet, total, "Writing ext4");
-    let r = skiff_runtime::rootfs::write_image(readers, total, out, opts, durable, &mut |n, _| {
+    let r = skiff_runtime::rootfs::write_image(readers, total, out, opts, &mut |n, _| {
         bar.set_position(n)
     });
     bar.finish_and_clear();

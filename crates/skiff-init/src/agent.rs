@@ -313,6 +313,41 @@ impl Agent for AgentService {
         }
         Ok(Response::new(Empty {}))
     }
+
+    async fn list_processes(
+        &self,
+        _request: Request<Empty>,
+    ) -> RpcResult<skiff_proto::v1::ProcessList> {
+        Err(Status::unimplemented("ListProcesses"))
+    }
+
+    async fn stats(&self, _request: Request<Empty>) -> RpcResult<skiff_proto::v1::GuestStats> {
+        Err(Status::unimplemented("Stats"))
+    }
+
+    async fn stat_path(
+        &self,
+        _request: Request<skiff_proto::v1::PathRequest>,
+    ) -> RpcResult<skiff_proto::v1::PathStat> {
+        Err(Status::unimplemented("StatPath"))
+    }
+
+    type ReadArchiveStream =
+        tokio_stream::wrappers::ReceiverStream<Result<skiff_proto::v1::ArchiveChunk, Status>>;
+
+    async fn read_archive(
+        &self,
+        _request: Request<skiff_proto::v1::PathRequest>,
+    ) -> RpcResult<Self::ReadArchiveStream> {
+        Err(Status::unimplemented("ReadArchive"))
+    }
+
+    async fn write_archive(
+        &self,
+        _request: Request<Streaming<skiff_proto::v1::ArchiveChunk>>,
+    ) -> RpcResult<Empty> {
+        Err(Status::unimplemented("WriteArchive"))
+    }
 }
 
 #[cfg(test)]

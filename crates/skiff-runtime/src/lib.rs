@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod image_config;
+pub mod logs;
 pub mod overlay;
 pub mod paths;
 pub mod rootfs;

@@ -1,0 +1,1 @@
+//! Container logs: written by the monitor, read by `skiff logs`.

@@ -13,9 +13,10 @@ use std::time::Duration;
 use rustix::process::Signal;
 use skiff_proto::v1::agent_server::Agent;
 use skiff_proto::v1::{
-    ContainerSetup, CreateProcessResponse, Empty, ExitStatus, HelloRequest, HelloResponse,
-    MountRequest, NetworkConfig, ProcessRef, ProcessSpec, ResizeRequest, ShutdownRequest,
-    SignalRequest, StartProcessResponse, StdinChunk,
+    ArchiveChunk, ContainerSetup, CreateProcessResponse, Empty, ExitStatus, GuestStats,
+    HelloRequest, HelloResponse, MountRequest, NetworkConfig, PathRequest, PathStat, ProcessList,
+    ProcessRef, ProcessSpec, ResizeRequest, ShutdownRequest, SignalRequest, StartProcessResponse,
+    StdinChunk,
 };
 use skiff_proto::PROTOCOL_VERSION;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,6 +57,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn signal_from(n: i32) -> Result<Signal, Status> {
     Signal::from_named_raw(n).ok_or_else(|| Status::invalid_argument(format!("unknown signal {n}")))
+}
+
+/// Runs file system or /proc work off the runtime's thread (the guest's
+/// runtime has only one).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("a blocking task failed: {e}")))
 }
 
 fn hostname() -> String {
@@ -99,6 +108,16 @@ impl AgentService {
             if let Err(e) = self.inner.reaper.signal(pid, sig, false) {
                 crate::error!("forwarding signal {} to pid {pid}: {e}", sig.as_raw());
             }
+        }
+    }
+
+    /// Whose processes ListProcesses and Stats report: in a guest, the
+    /// container's (all of them); on a host, only what this agent's
+    /// process started, never the host's own.
+    fn scope(&self) -> crate::procfs::Scope {
+        match self.inner.mode {
+            Mode::Guest => crate::procfs::Scope::Guest,
+            Mode::Host => crate::procfs::Scope::DescendantsOf(std::process::id()),
         }
     }
 
@@ -314,39 +333,42 @@ impl Agent for AgentService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_processes(
-        &self,
-        _request: Request<Empty>,
-    ) -> RpcResult<skiff_proto::v1::ProcessList> {
-        Err(Status::unimplemented("ListProcesses"))
+    async fn list_processes(&self, _request: Request<Empty>) -> RpcResult<ProcessList> {
+        let scope = self.scope();
+        let list = blocking(move || crate::procfs::list(scope))
+            .await?
+            .map_err(|e| Status::internal(format!("reading /proc: {e}")))?;
+        Ok(Response::new(list))
     }
 
-    async fn stats(&self, _request: Request<Empty>) -> RpcResult<skiff_proto::v1::GuestStats> {
-        Err(Status::unimplemented("Stats"))
+    async fn stats(&self, _request: Request<Empty>) -> RpcResult<GuestStats> {
+        let scope = self.scope();
+        let stats = blocking(move || crate::procfs::stats(scope))
+            .await?
+            .map_err(|e| Status::internal(format!("reading /proc: {e}")))?;
+        Ok(Response::new(stats))
     }
 
-    async fn stat_path(
-        &self,
-        _request: Request<skiff_proto::v1::PathRequest>,
-    ) -> RpcResult<skiff_proto::v1::PathStat> {
-        Err(Status::unimplemented("StatPath"))
+    async fn stat_path(&self, request: Request<PathRequest>) -> RpcResult<PathStat> {
+        let req = request.into_inner();
+        let stat = blocking(move || crate::container_path::stat(&req)).await??;
+        Ok(Response::new(stat))
     }
 
-    type ReadArchiveStream =
-        tokio_stream::wrappers::ReceiverStream<Result<skiff_proto::v1::ArchiveChunk, Status>>;
+    type ReadArchiveStream = crate::archive::pack::ArchiveStream;
 
     async fn read_archive(
         &self,
-        _request: Request<skiff_proto::v1::PathRequest>,
+        request: Request<PathRequest>,
     ) -> RpcResult<Self::ReadArchiveStream> {
-        Err(Status::unimplemented("ReadArchive"))
+        let req = request.into_inner();
+        let source = blocking(move || crate::archive::pack::open(&req)).await??;
+        Ok(Response::new(crate::archive::pack::start(source)))
     }
 
-    async fn write_archive(
-        &self,
-        _request: Request<Streaming<skiff_proto::v1::ArchiveChunk>>,
-    ) -> RpcResult<Empty> {
-        Err(Status::unimplemented("WriteArchive"))
+    async fn write_archive(&self, request: Request<Streaming<ArchiveChunk>>) -> RpcResult<Empty> {
+        crate::archive::unpack::unpack(request.into_inner()).await?;
+        Ok(Response::new(Empty {}))
     }
 }
 

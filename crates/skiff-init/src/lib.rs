@@ -8,8 +8,10 @@
 pub mod log;
 
 pub mod agent;
+pub mod archive;
 pub mod clock;
 pub mod cmdline;
+pub mod container_path;
 pub mod environment;
 pub mod etc_files;
 pub mod executable;
@@ -19,6 +21,7 @@ pub mod mount_options;
 pub mod mounts;
 pub mod netlink;
 pub mod process;
+pub mod procfs;
 pub mod pty;
 pub mod reaper;
 pub mod session;

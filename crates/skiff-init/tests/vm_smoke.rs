@@ -3,7 +3,10 @@
 //! kernel the suite installs (the sandbox tests' shared one). Hello, network,
 //! SetupContainer onto a busybox ext4 disk, a process that reads back what
 //! skiff-init wrote (the only test that reads /etc/hosts and /etc/resolv.conf
-//! inside a guest), shutdown, and the disk read back on the host.
+//! inside a guest); then, in the same boot, what `skiff top`, `skiff stats`
+//! and `skiff cp` ask of the guest (ListProcesses, Stats, StatPath,
+//! ReadArchive, WriteArchive into "/"); shutdown, and the disk read back on
+//! the host.
 //! Nothing skips: a missing kernel is installed, a missing skiff-init fails.
 
 #[path = "../../skiff-sandbox/tests/common/mod.rs"]
@@ -15,7 +18,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use skiff_proto::v1::{
-    ContainerSetup, HostEntry, Interface, NetworkConfig, ProcessRef, ProcessSpec, StdinChunk,
+    ArchiveChunk, ContainerSetup, Empty, HostEntry, Interface, NetworkConfig, PathRequest,
+    ProcessRef, ProcessSpec, StdinChunk,
 };
 use skiff_sandbox::{initramfs, Accel, Disk, DiskFormat, QemuBinary, RunningVm, VmConfig};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,8 +36,8 @@ fn tool(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The ext4 root: busybox and its applet links, nothing else (no /proc,
-/// /sys, /dev or /etc: skiff-init makes what it needs).
+/// The ext4 root: busybox and its applet links and an /etc/passwd, nothing
+/// else (no /proc, /sys or /dev: skiff-init makes what it needs).
 fn busybox_rootfs(dir: &Path) -> std::path::PathBuf {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -43,9 +47,12 @@ fn busybox_rootfs(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    for app in ["sh", "cat", "ls", "hostname", "date"] {
+    for app in ["sh", "cat", "ls", "hostname", "date", "sleep"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
+    // ListProcesses names users from the container's passwd, not the initramfs's.
+    std::fs::create_dir(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let image = dir.join("root.ext4");
     tool(
         Command::new("mke2fs")
@@ -183,6 +190,60 @@ exit 5";
         .unwrap()
         .into_inner();
     let read_at = unix_now();
+
+    // `skiff top`, `skiff stats`, `skiff cp`: an exec'd process, then the
+    // guest seen through the new calls.
+    c.create_process(ProcessSpec {
+        id: "probe".into(),
+        args: vec!["sleep".into(), "1000".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let probe = c
+        .start_process(ProcessRef { id: "probe".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pid;
+    let list = c.list_processes(Empty {}).await.unwrap().into_inner();
+    let stats = c.stats(Empty {}).await.unwrap().into_inner();
+    let hostname_stat = c
+        .stat_path(PathRequest {
+            path: "/etc/hostname".into(),
+            follow_link: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut archive = Vec::new();
+    let mut stream = c
+        .read_archive(PathRequest {
+            path: "/etc/hostname".into(),
+            follow_link: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        archive.extend(chunk.data);
+    }
+    let mut copied = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(7);
+    h.set_mode(0o640);
+    h.set_mtime(1_700_000_000);
+    copied
+        .append_data(&mut h, "smoke-cp/copied.txt", &b"copied\n"[..])
+        .unwrap();
+    c.write_archive(tokio_stream::iter([ArchiveChunk {
+        path: "/".into(),
+        keep_owner: false,
+        data: copied.into_inner().unwrap(),
+    }]))
+    .await
+    .unwrap_or_else(|e| panic!("WriteArchive: {e}"));
+
     let pid = vm.pid();
     let console = vm.console_log();
     vm.shutdown(Duration::from_millis(100))
@@ -253,6 +314,60 @@ exit 5";
         "guest clock {guest_now}, host {booted_at}..{read_at}"
     );
 
+    // Only the exec'd sleep: not skiff-init (PID 1), no kernel threads, and
+    // its user named from the container's /etc/passwd.
+    assert_eq!(list.processes.len(), 1, "{list:#?}");
+    let p = &list.processes[0];
+    assert_eq!(
+        (
+            p.pid,
+            p.ppid,
+            p.uid,
+            p.user.as_str(),
+            p.state.as_str(),
+            p.args.clone(),
+            p.tty.as_str()
+        ),
+        (
+            probe,
+            1,
+            0,
+            "root",
+            "S",
+            vec!["sleep".to_owned(), "1000".into()],
+            ""
+        ),
+        "{p:?}"
+    );
+    assert!(
+        p.started_us > hello.agent_ready_us && p.started_us <= list.now_us,
+        "{p:?}"
+    );
+    assert_eq!((stats.cpus, stats.processes), (1, 1), "{stats:?}");
+    assert!(
+        0 < stats.memory_available_bytes
+            && stats.memory_available_bytes <= stats.memory_total_bytes
+            && stats.memory_total_bytes <= 256 << 20,
+        "{stats:?}"
+    );
+    assert!(stats.cpu_busy_us > 0, "{stats:?}");
+    assert_eq!(
+        (
+            hostname_stat.name.as_str(),
+            hostname_stat.size,
+            hostname_stat.mode & 0o170000
+        ),
+        ("hostname", 6, 0o100000)
+    );
+    let mut entries = Vec::new();
+    for e in tar::Archive::new(&archive[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = String::new();
+        std::io::Read::read_to_string(&mut e, &mut data).unwrap();
+        entries.push((e.path().unwrap().display().to_string(), data));
+    }
+    assert_eq!(entries, [("hostname".to_owned(), "smoke\n".to_owned())]);
+
     // Shutdown unmounted the disk cleanly, with what skiff-init wrote on it.
     let header = tool(Command::new("dumpe2fs").arg("-h").arg(&rootfs));
     assert!(
@@ -272,4 +387,20 @@ exit 5";
     assert_eq!(cat("/etc/hosts"), HOSTS);
     assert_eq!(cat("/etc/resolv.conf"), RESOLV);
     assert_eq!(cat("/etc/hostname"), "smoke\n");
+    // WriteArchive into "/", parent made, owner root, mode and mtime kept.
+    assert_eq!(cat("/smoke-cp/copied.txt"), "copied\n");
+    let stat = tool(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /smoke-cp/copied.txt")
+            .arg(&rootfs),
+    );
+    let words: Vec<&str> = stat.split_whitespace().collect();
+    let after = |w: &str| words[words.iter().position(|x| *x == w).unwrap() + 1];
+    assert_eq!(
+        (after("Mode:"), after("User:"), after("Group:")),
+        ("0640", "0", "0"),
+        "{stat}"
+    );
+    assert!(stat.contains("mtime: 0x6553f100"), "{stat}");
 }

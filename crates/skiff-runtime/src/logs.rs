@@ -1,1 +1,0 @@
-//! Container logs: written by the monitor, read by `skiff logs`.

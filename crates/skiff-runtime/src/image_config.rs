@@ -17,6 +17,29 @@ pub struct ImageProcess {
     pub working_dir: Option<String>,
     #[serde(rename = "User", default)]
     pub user: Option<String>,
+    #[serde(rename = "StopSignal", default)]
+    pub stop_signal: Option<String>,
+    #[serde(rename = "Healthcheck", default)]
+    pub healthcheck: Option<ImageHealthcheck>,
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// docker's `Healthcheck` in an image config (durations in nanoseconds; 0 or
+/// missing: the default).
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+pub struct ImageHealthcheck {
+    /// `["NONE"]`, `["CMD", arg…]` or `["CMD-SHELL", "command"]`.
+    #[serde(rename = "Test", default)]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default)]
+    pub interval: u64,
+    #[serde(rename = "Timeout", default)]
+    pub timeout: u64,
+    #[serde(rename = "StartPeriod", default)]
+    pub start_period: u64,
+    #[serde(rename = "Retries", default)]
+    pub retries: u32,
 }
 
 #[derive(Deserialize)]

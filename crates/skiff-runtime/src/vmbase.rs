@@ -1,14 +1,13 @@
 //! What every VM of this host shares: the kernel, the initramfs with
 //! skiff-init, the QEMU binary and the accelerator (KVM when it really works).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use skiff_sandbox::accel::{Accel, AccelChoice};
 use skiff_sandbox::kernel::KernelInfo;
 use skiff_sandbox::qemu::{Disk, DiskFormat, QemuBinary, VmConfig};
 
-use crate::container::ContainerDir;
 use crate::Paths;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +33,7 @@ pub struct VmBase {
 /// Finds or builds everything a VM needs; the accelerator probe runs at most
 /// once per host boot (cached).
 pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
-    let init = crate::run::find_init().ok_or(VmBaseError::NoInit)?;
+    let init = find_init().ok_or(VmBaseError::NoInit)?;
     let kernel = skiff_sandbox::kernel::find(paths.kernels())?;
     let cache = paths.cache();
     let initramfs = skiff_sandbox::initramfs::build(&cache, &init, &kernel)?;
@@ -50,9 +49,9 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
 }
 
 impl VmBase {
-    /// The VM of one container: its overlay as the root disk, its state dir
-    /// for the control socket and logs.
-    pub fn config(&self, dir: &ContainerDir, cpus: u32, memory_mib: u32, debug: bool) -> VmConfig {
+    /// The VM of the container in `dir`: its overlay as the root disk, the
+    /// directory for the control socket and the VM's logs.
+    pub fn config(&self, dir: &Path, cpus: u32, memory_mib: u32, debug: bool) -> VmConfig {
         let boot_timeout = std::env::var("SKIFF_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -69,14 +68,35 @@ impl VmBase {
             cpus,
             memory_mib,
             disks: vec![Disk {
-                path: dir.overlay(),
+                path: dir.join("overlay.qcow2"),
                 format: DiskFormat::Qcow2,
                 readonly: false,
             }],
-            state_dir: dir.path.clone(),
+            state_dir: dir.to_path_buf(),
             extra_cmdline: Vec::new(),
             debug,
             boot_timeout,
         }
     }
+}
+
+/// Where skiff-init is: `SKIFF_INIT`, else the first *static* binary among:
+/// beside the skiff binary, the build tree's target/skiff-init (written by
+/// scripts/build-init.sh; a dev tree also has a dynamic target/debug/skiff-init,
+/// which a guest without libc could not run), the system's lib dirs.
+pub fn find_init() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SKIFF_INIT") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [
+        dir.join("skiff-init"),
+        dir.join("../skiff-init"),
+        dir.join("../../skiff-init"),
+        PathBuf::from("/usr/local/lib/skiff/skiff-init"),
+        PathBuf::from("/usr/lib/skiff/skiff-init"),
+    ]
+    .into_iter()
+    .find(|p| skiff_sandbox::kernel::elf::is_static_executable(p))
 }

@@ -38,15 +38,9 @@ pub fn pre_exec_hook(
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
-            if let Some(fd) = keep_fd {
-                if fd == STATE_DIR_FD {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, STATE_DIR_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+        }
+        if let Some(fd) = keep_fd {
+            skiff_util::child::keep_fd_at(fd, STATE_DIR_FD)?;
         }
         Ok(())
     }

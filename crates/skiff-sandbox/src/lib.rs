@@ -45,6 +45,14 @@ pub trait Sandbox: Send {
     ) -> Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send>>;
     /// Ends the sandbox now, without asking.
     fn kill(&mut self);
+    /// The host process that runs it (QEMU), for its memory use.
+    fn host_pid(&self) -> Option<u32> {
+        None
+    }
+    /// Where the start-up time went.
+    fn boot_timings(&self) -> BootTimings {
+        BootTimings::default()
+    }
 }
 
 impl Sandbox for RunningVm {
@@ -59,5 +67,11 @@ impl Sandbox for RunningVm {
     }
     fn kill(&mut self) {
         RunningVm::kill(self)
+    }
+    fn host_pid(&self) -> Option<u32> {
+        Some(self.pid())
+    }
+    fn boot_timings(&self) -> BootTimings {
+        self.timings()
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::container::ContainerCommand;
 
 /// Run OCI containers, each in its own lightweight virtual machine.
 #[derive(Parser)]
@@ -48,8 +49,45 @@ enum Command {
     ///
     /// Pulls the image if it is not stored, builds its base filesystem once,
     /// boots a VM (KVM when it works, else emulation) and runs the command
-    /// with stdio, terminal, signals and exit code carried across.
+    /// with stdio, terminal, signals and exit code carried across; with -d,
+    /// in the background, watched by a monitor process of its own.
     Run(commands::run::RunArgs),
+    /// Manage containers: create, start, ps, logs, exec, stop, rm, …
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
+    /// Make a container without starting it (same as `skiff container create`).
+    Create(commands::create_args::CreateArgs),
+    /// Start containers (same as `skiff container start`).
+    Start(commands::container::StartArgs),
+    /// List containers (same as `skiff container ps`).
+    Ps(commands::ps::PsArgs),
+    /// Print a container's output (same as `skiff container logs`).
+    Logs(commands::container::LogsArgs),
+    /// Run a command in a running container (same as `skiff container exec`).
+    Exec(commands::container::ExecArgs),
+    /// Attach to a running container (same as `skiff container attach`).
+    Attach(commands::container::AttachArgs),
+    /// Stop containers (same as `skiff container stop`).
+    Stop(commands::container::StopArgs),
+    /// Signal containers (same as `skiff container kill`).
+    Kill(commands::container::KillArgs),
+    /// Restart containers (same as `skiff container restart`).
+    Restart(commands::container::StopArgs),
+    /// Wait for containers to stop (same as `skiff container wait`).
+    Wait(commands::container::NamesArgs),
+    /// Remove containers (same as `skiff container rm`).
+    Rm(commands::container::RmArgs),
+    /// Show a container (or, if none has the name, an image) as JSON.
+    Inspect(commands::container::InspectArgs),
+    /// A container's processes (same as `skiff container top`).
+    Top(commands::container::NamesArgs1),
+    /// CPU and memory use (same as `skiff container stats`).
+    Stats(commands::container::StatsArgs),
+    /// Copy files between a container and the host (same as `skiff container cp`).
+    Cp(commands::container::CpArgs),
+    /// A container's monitor (started by `skiff start`; not for direct use).
+    #[command(name = "__monitor", hide = true)]
+    Monitor(commands::monitor::MonitorArgs),
     /// This host's VM setup (accelerator, kernel, QEMU) and the guest kernel.
     #[command(subcommand)]
     System(commands::system::SystemCommand),
@@ -87,6 +125,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         // Exit codes of its own: the container's, or 125/126/127.
         Command::Run(a) => return Ok(commands::run::run(&ctx, a, cli.debug)),
+        Command::Container(c) => return container(&ctx, c, cli.debug),
+        Command::Create(a) => return container(&ctx, ContainerCommand::Create(a), cli.debug),
+        Command::Start(a) => return container(&ctx, ContainerCommand::Start(a), cli.debug),
+        Command::Ps(a) => return container(&ctx, ContainerCommand::Ps(a), cli.debug),
+        Command::Logs(a) => return container(&ctx, ContainerCommand::Logs(a), cli.debug),
+        Command::Exec(a) => return container(&ctx, ContainerCommand::Exec(a), cli.debug),
+        Command::Attach(a) => return container(&ctx, ContainerCommand::Attach(a), cli.debug),
+        Command::Stop(a) => return container(&ctx, ContainerCommand::Stop(a), cli.debug),
+        Command::Kill(a) => return container(&ctx, ContainerCommand::Kill(a), cli.debug),
+        Command::Restart(a) => return container(&ctx, ContainerCommand::Restart(a), cli.debug),
+        Command::Wait(a) => return container(&ctx, ContainerCommand::Wait(a), cli.debug),
+        Command::Rm(a) => return container(&ctx, ContainerCommand::Rm(a), cli.debug),
+        Command::Inspect(a) => return inspect(&ctx, a, cli.debug),
+        Command::Top(a) => return container(&ctx, ContainerCommand::Top(a), cli.debug),
+        Command::Stats(a) => return container(&ctx, ContainerCommand::Stats(a), cli.debug),
+        Command::Cp(a) => return container(&ctx, ContainerCommand::Cp(a), cli.debug),
+        Command::Monitor(a) => commands::monitor::monitor(&ctx, a, cli.debug),
         Command::System(c) => commands::system::run(&ctx, c),
         Command::Image(c) => commands::image::run(&ctx, c),
         Command::Pull(a) => commands::image::run(&ctx, commands::image::ImageCommand::Pull(a)),
@@ -96,6 +151,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => commands::login::login(&ctx, a),
         Command::Logout(a) => commands::login::logout(&ctx, a),
     }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+/// Container commands fail as docker's do: 125 for `run`, `create` and
+/// `exec` (skiff's own errors; 126/127 for a command that cannot run), 1 for
+/// the others.
+fn container(
+    ctx: &commands::Context,
+    c: ContainerCommand,
+    debug: bool,
+) -> anyhow::Result<ExitCode> {
+    let own_codes = matches!(
+        c,
+        ContainerCommand::Create(_) | ContainerCommand::Exec(_) | ContainerCommand::Run(_)
+    );
+    match commands::container::run(ctx, c, debug) {
+        Ok(code) => Ok(code),
+        Err(e) if own_codes => {
+            eprintln!("Error: {}", output::one_line(&e));
+            Ok(ExitCode::from(
+                commands::exit_code_of(&e).unwrap_or(commands::run::EXIT_SKIFF_ERROR),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A container of that name, else an image.
+fn inspect(
+    ctx: &commands::Context,
+    a: commands::container::InspectArgs,
+    debug: bool,
+) -> anyhow::Result<ExitCode> {
+    let containers = skiff_runtime::container::Containers::new(&ctx.paths());
+    if a.containers.iter().all(|n| containers.find(n).is_ok()) || a.containers.len() > 1 {
+        return container(ctx, ContainerCommand::Inspect(a), debug);
+    }
+    let name = a.containers[0].clone();
+    commands::image::run(
+        ctx,
+        commands::image::ImageCommand::Inspect(commands::image::InspectArgs { reference: name }),
+    )
     .map(|()| ExitCode::SUCCESS)
 }
 

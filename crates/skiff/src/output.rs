@@ -60,6 +60,35 @@ pub fn human_ago(rfc3339: Option<&str>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// A duration as docker words it (`Less than a second`, `About a minute`,
+/// `3 hours`): its `ps` says `Up 3 hours`, `Exited (0) 5 seconds ago`.
+pub fn human_duration(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 86400 * 2 => format!("{} hours", s / 3600),
+        s if s < 86400 * 14 => plural(s / 86400, "day"),
+        s if s < 86400 * 60 => plural(s / (86400 * 7), "week"),
+        s if s < 86400 * 730 => plural(s / (86400 * 30), "month"),
+        s => plural(s / (86400 * 365), "year"),
+    }
+}
+
+/// Seconds since an RFC 3339 time (0 for none or a future one).
+pub fn secs_since(rfc3339: Option<&str>) -> i64 {
+    rfc3339
+        .and_then(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0))
+        .unwrap_or(0)
+}
+
 /// Left-aligned columns separated by three spaces, like docker's tables.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -97,6 +126,18 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1_234_567), "1.235MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn durations_as_docker_words_them() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3700), "About an hour");
+        assert_eq!(human_duration(3 * 3600), "3 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
     }
 
     #[test]

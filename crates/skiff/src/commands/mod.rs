@@ -1,11 +1,17 @@
 //! Command implementations; each turns library errors into messages that say
 //! what was being done.
 
+pub mod container;
+pub mod create_args;
 pub mod image;
 pub mod login;
 pub mod mkfs;
+pub mod monitor;
+pub mod ps;
 pub mod run;
+pub mod session;
 pub mod system;
+pub mod template;
 
 use std::path::PathBuf;
 
@@ -40,6 +46,10 @@ impl Context {
         &self.root
     }
 
+    pub fn paths(&self) -> skiff_runtime::Paths {
+        skiff_runtime::Paths::new(&self.root)
+    }
+
     pub fn store(&self) -> anyhow::Result<Store> {
         Store::open(&self.root)
             .with_context(|| format!("opening the store at {}", self.root.display()))
@@ -63,4 +73,35 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
+}
+
+/// How skiff starts a container's monitor: this binary again, hidden
+/// subcommand `__monitor`, same store and debug setting.
+pub fn monitor_command(ctx: &Context, debug: bool) -> skiff_runtime::container::MonitorCommand {
+    let root = ctx.root.clone();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("skiff"));
+    skiff_runtime::container::MonitorCommand::new(move |dir, opts| {
+        let mut c = std::process::Command::new(&exe);
+        c.arg("--root").arg(&root);
+        if debug {
+            c.arg("--debug");
+        }
+        c.arg("__monitor").arg(dir);
+        if opts.wait_for_owner {
+            c.arg("--wait-for-owner");
+        }
+        c
+    })
+}
+
+/// The exit code docker gives an error, when it is not 1: a command that
+/// could not run (126) or was not found (127).
+pub fn exit_code_of(e: &anyhow::Error) -> Option<u8> {
+    use skiff_runtime::agent::AgentError;
+    use skiff_runtime::container::ContainerError;
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<ContainerError>() {
+            Some(ContainerError::Agent(AgentError::Exec { code, .. })) => u8::try_from(*code).ok(),
+            _ => None,
+        })
 }

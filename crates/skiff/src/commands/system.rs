@@ -91,7 +91,7 @@ struct Info {
 
 fn info(ctx: &Context, a: InfoArgs) -> anyhow::Result<()> {
     let paths = Paths::new(ctx.root());
-    let init = skiff_runtime::run::find_init();
+    let init = skiff_runtime::vmbase::find_init();
     let kernel = kernel::find(paths.kernels());
     let qemu = skiff_sandbox::qemu::QemuBinary::find();
     let mut info = Info {

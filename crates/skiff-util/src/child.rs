@@ -1,0 +1,65 @@
+//! Steps for a child process between fork and exec (`Command::pre_exec`).
+//! Each makes only async-signal-safe system calls.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Makes `fd` available to the program as `at`, without close-on-exec.
+///
+/// Call only in a forked child before exec (`pre_exec`), with `fd` open.
+pub fn keep_fd_at(fd: RawFd, at: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 on descriptor numbers: no memory is touched, and
+    // both are async-signal-safe.
+    let ok = unsafe {
+        if fd == at {
+            libc::fcntl(fd, libc::F_SETFD, 0) == 0
+        } else {
+            libc::dup2(fd, at) >= 0
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Starts a new session (no controlling terminal: the terminal's signals and
+/// hang-up do not reach the child).
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and is async-signal-safe.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn the_child_finds_the_fd_and_its_own_session() {
+        let (r, w) = std::io::pipe().unwrap();
+        let raw = w.as_raw_fd();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo from-fd-5 >&5; ps -o sid= -p $$ >&5"]);
+        // SAFETY: the hook makes only async-signal-safe calls.
+        unsafe {
+            cmd.pre_exec(move || {
+                super::new_session()?;
+                super::keep_fd_at(raw, 5)
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(w);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut &r, &mut out).unwrap();
+        child.wait().unwrap();
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("from-fd-5"));
+        let sid: u32 = lines.next().unwrap().trim().parse().unwrap();
+        assert_eq!(sid, child.id(), "the child leads a session of its own");
+    }
+}

@@ -1,0 +1,208 @@
+//! The flags `run` and `create` share, and making a container from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use skiff_runtime::container::config::RestartPolicy;
+use skiff_runtime::container::{self, Container, Containers, CreateOptions, HealthOptions};
+use skiff_runtime::image_config::Overrides;
+
+use super::Context;
+use crate::resolve;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not in the store.
+    Missing,
+    /// Pull every time (cheap when nothing changed).
+    Always,
+    /// Never pull; fail if the image is not in the store.
+    Never,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    skiff_runtime::logs::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Name of the container (default: a generated one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep standard input open (and, in the foreground, send yours to it).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal (with -i: an interactive session; Ctrl-C goes to the process).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE), or pass the caller's (KEY).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: name, uid, name:group or uid:gid.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint (its CMD is dropped too, as in docker).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Host name inside the container (default: the first 12 digits of its ID).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Virtual CPUs of the VM.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
+    /// Memory of the VM (e.g. 512M, 2G).
+    #[arg(short, long, default_value = "512M", value_parser = super::mkfs::parse_size)]
+    pub memory: u64,
+    /// A label (KEY=VALUE) for `ps --filter label=…`.
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Start it again when it exits: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: RestartPolicy,
+    /// Remove the container (its writable layer and log) when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Signal that `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u32>,
+    /// Write the container's ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub cidfile: Option<PathBuf>,
+    /// Healthcheck command, run with /bin/sh -c in the container.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between healthchecks (e.g. 30s, 1m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_interval: Option<Duration>,
+    /// Longest a healthcheck may run.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_timeout: Option<Duration>,
+    /// Failures in a row that make the container unhealthy.
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time to start up in, during which failures do not count.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_start_period: Option<Duration>,
+    /// No healthcheck, not even the image's HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Log options: max-size=10m, max-file=3 (json-file, rotated).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
+    /// Platform to pull for a multi-platform image (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullPolicy,
+    /// No pull or filesystem progress.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Image to run.
+    pub image: String,
+    /// Command and arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Makes the container (pulling its image first if the policy says so).
+/// `foreground`: a `run` that stays attached, whose input ends the
+/// container's stdin when it ends.
+pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result<Container> {
+    let store = ctx.store()?;
+    let local = resolve::find(&store.read_index()?, &ctx.registries()?, &a.image);
+    let record = match (a.pull, local) {
+        (PullPolicy::Never, Ok(f)) | (PullPolicy::Missing, Ok(f)) => f.record,
+        (PullPolicy::Never, Err(e)) => return Err(e.context("--pull never")),
+        (PullPolicy::Missing, Err(_)) | (PullPolicy::Always, _) => {
+            if !a.quiet && matches!(a.pull, PullPolicy::Missing) {
+                eprintln!("Unable to find image '{}' locally", a.image);
+            }
+            super::image::pull_record(ctx, &a.image, a.platform.as_deref(), 4, a.quiet)?
+        }
+    };
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(read_env_file(f)?);
+    }
+    env.extend(a.env.iter().cloned());
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let opts = CreateOptions {
+        name: a.name.clone(),
+        image: a.image.clone(),
+        overrides: Overrides {
+            entrypoint: a.entrypoint.clone(),
+            args: a.args.clone(),
+            env,
+            workdir: a.workdir.clone(),
+            user: a.user.clone(),
+        },
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        open_stdin: a.interactive,
+        stdin_once: a.interactive && foreground,
+        cpus: a.cpus,
+        memory_mib: u32::try_from(a.memory >> 20).unwrap_or(u32::MAX),
+        labels,
+        restart: a.restart,
+        auto_remove: a.rm,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        health: HealthOptions {
+            cmd: a.health_cmd.clone(),
+            interval: a.health_interval,
+            timeout: a.health_timeout,
+            start_period: a.health_start_period,
+            retries: a.health_retries,
+            disable: a.no_healthcheck,
+        },
+        log_opts: a.log_opts.clone(),
+    };
+    if let Some(p) = &a.cidfile {
+        if p.exists() {
+            anyhow::bail!("the container ID file {} exists already", p.display());
+        }
+    }
+    let containers = Containers::new(&ctx.paths());
+    // The bar appears only if the base filesystem is built now.
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let c = container::create(&containers, &store, &record, &opts, &mut |done, total| {
+        bar.get_or_insert_with(|| crate::progress::bytes_bar(a.quiet, total, "Writing ext4"))
+            .set_position(done);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let c = c?;
+    if let Some(p) = &a.cidfile {
+        std::fs::write(p, c.id()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(c)
+}
+
+fn read_env_file(p: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("reading env file {}", p.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}

@@ -229,7 +229,13 @@ fn renamed(rel: PathBuf, top: Option<&OsStr>) -> PathBuf {
     let Some(top) = top else { return rel };
     let mut comps = rel.components();
     comps.next();
-    Path::new(top).join(comps.as_path())
+    let rest = comps.as_path();
+    // join("") would add a trailing slash: a file would become a directory.
+    if rest.as_os_str().is_empty() {
+        PathBuf::from(top)
+    } else {
+        Path::new(top).join(rest)
+    }
 }
 
 /// Makes the directories from `root` down to `rel`'s parent, refusing any
@@ -260,7 +266,8 @@ fn safe_parent(root: &Path, rel: &Path) -> Result<()> {
 /// Unpacks a tar stream into `root` (owned by the caller, modes and times
 /// kept), the top entry renamed to `top`.
 fn unpack(r: impl Read, root: &Path, top: Option<&OsStr>) -> Result<()> {
-    let err = |e: std::io::Error| invalid(format!("unpacking into {}: {e}", root.display()));
+    let err =
+        |e: std::io::Error| invalid(format!("unpacking into {}: {}", root.display(), chain(&e)));
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -295,6 +302,20 @@ fn unpack(r: impl Read, root: &Path, top: Option<&OsStr>) -> Result<()> {
         e.unpack(&target).map_err(err)?;
     }
     Ok(())
+}
+
+/// An error with its causes (the tar crate's errors keep theirs inside).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s = format!("{s}: {t}");
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// Copies `src` on the host into the container at `dest`; `keep_owner`:
@@ -562,6 +583,10 @@ mod tests {
             ("etc/hard", Link, b"", Some("etc/hosts")),
         ]);
         unpack(&t[..], &root, Some(OsStr::new("copy"))).unwrap();
+        // A file renamed as it lands.
+        let f = tar_of(&[("hosts", Regular, b"x\n", None)]);
+        unpack(&f[..], &root, Some(OsStr::new("renamed"))).unwrap();
+        assert_eq!(std::fs::read(root.join("renamed")).unwrap(), b"x\n");
         assert_eq!(
             std::fs::read(root.join("copy/hosts")).unwrap(),
             b"127.0.0.1 x\n"

@@ -41,6 +41,7 @@ const APPLETS: &[&str] = &[
     "dd",
     "printf",
     "seq",
+    "touch",
 ];
 
 pub struct VmFixtures {

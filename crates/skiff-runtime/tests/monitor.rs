@@ -486,3 +486,41 @@ fn an_auto_remove_container_is_gone_when_its_monitor_ends() {
     m.thread.join().unwrap();
     assert!(!dir.exists());
 }
+
+#[test]
+fn what_starts_again_at_boot() {
+    let root = tempfile::tempdir().unwrap();
+    let containers_dir = root.path().join("containers");
+    let paths = skiff_runtime::Paths::new(root.path());
+    let mut want = Vec::new();
+    for (policy, started, by_user, wanted) in [
+        (RestartPolicy::Always, true, true, true),
+        (RestartPolicy::Always, false, false, false),
+        (RestartPolicy::UnlessStopped, true, false, true),
+        (RestartPolicy::UnlessStopped, true, true, false),
+        (RestartPolicy::OnFailure { max_retries: 0 }, true, false, false),
+        (RestartPolicy::No, true, false, false),
+    ] {
+        let mut cfg = config(&ids(), "true");
+        cfg.restart = policy;
+        let dir = make(&containers_dir, &cfg);
+        let mut st = ContainerState::created();
+        if started {
+            st.status = ContainerStatus::Exited;
+            st.started_at = Some(skiff_runtime::time::now_rfc3339());
+            st.stopped_by_user = by_user;
+        }
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(&st).unwrap()).unwrap();
+        if wanted {
+            want.push(cfg.id.clone());
+        }
+    }
+    let mut got: Vec<String> = container::wanted_at_boot(&container::Containers::new(&paths))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id().to_owned())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}

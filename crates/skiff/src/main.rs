@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => return container(&ctx, ContainerCommand::Stats(a), cli.debug),
         Command::Cp(a) => return container(&ctx, ContainerCommand::Cp(a), cli.debug),
         Command::Monitor(a) => commands::monitor::monitor(&ctx, a, cli.debug),
-        Command::System(c) => commands::system::run(&ctx, c),
+        Command::System(c) => commands::system::run(&ctx, c, cli.debug),
         Command::Image(c) => commands::image::run(&ctx, c),
         Command::Pull(a) => commands::image::run(&ctx, commands::image::ImageCommand::Pull(a)),
         Command::Push(a) => commands::image::run(&ctx, commands::image::ImageCommand::Push(a)),

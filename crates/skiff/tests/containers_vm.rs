@@ -47,6 +47,7 @@ fn a_detached_container_from_run_to_rm() {
     let (_reg, s, image) = setup();
     let root = s.root().display().to_string();
     let script = "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.2; done";
+    let cidfile = s.root().join("web.cid");
     let out = s.ok(&[
         "run",
         "-d",
@@ -54,6 +55,10 @@ fn a_detached_container_from_run_to_rm() {
         "web",
         "-l",
         "app=demo",
+        "--stop-signal",
+        "SIGUSR1",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
         "--health-cmd",
         "test -f /tmp/ok",
         "--health-interval",
@@ -66,6 +71,7 @@ fn a_detached_container_from_run_to_rm() {
         script,
     ]);
     let id = out.stdout.trim().to_owned();
+    assert_eq!(std::fs::read_to_string(&cidfile).unwrap(), id);
     assert!(
         common::is_digest(&format!("sha256:{id}")),
         "run -d prints the id: {id:?}"
@@ -106,6 +112,19 @@ fn a_detached_container_from_run_to_rm() {
         assert!(ts.ends_with('Z') && ts.contains('T'), "timestamp {ts:?}");
         assert!(text.starts_with("line "), "{l}");
     }
+
+    // attach: new output from now on; a client that goes leaves it running.
+    let attached = s.spawn(&["attach", "--no-stdin", "web"]);
+    let attached_out = attached.stdout_path();
+    wait_until(Duration::from_secs(60), "attach to show new lines", || {
+        std::fs::read_to_string(&attached_out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+    });
+    attached.kill();
+    assert_eq!(inspect(&s, "web")["State"]["Status"], "running");
 
     // exec: exit code, env, user, workdir, a terminal.
     assert_code(&s.run(&["exec", "web", "sh", "-c", "exit 3"]), 3);
@@ -172,6 +191,7 @@ fn a_detached_container_from_run_to_rm() {
     assert_eq!(v["Name"], "/web");
     assert_eq!(v["State"]["Status"], "running");
     assert_eq!(v["Config"]["Labels"]["app"], "demo");
+    assert_eq!(v["Config"]["StopSignal"], "SIGUSR1");
     assert_eq!(
         s.ok(&["inspect", "--format", "{{.State.Status}} {{.Name}}", "web"])
             .stdout,
@@ -195,7 +215,8 @@ fn a_detached_container_from_run_to_rm() {
     assert_code(&out, 1);
     out.assert_clean_error(&["no such container: nothere"]);
 
-    // stop: the process gets SIGTERM and goes (143); the VM with it.
+    // stop: the process gets its stop signal (SIGUSR1 ends sh: 128 + 10)
+    // and goes; the VM with it.
     s.ok(&["stop", "-t", "5", "web"]);
     assert!(
         qemu_processes_with(&root).is_empty(),
@@ -203,7 +224,7 @@ fn a_detached_container_from_run_to_rm() {
     );
     let v = inspect(&s, "web");
     assert_eq!(v["State"]["Status"], "exited");
-    assert_eq!(v["State"]["ExitCode"], 143);
+    assert_eq!(v["State"]["ExitCode"], 138);
     let done = follow.wait(Duration::from_secs(30));
     assert!(
         done.success(),
@@ -214,7 +235,7 @@ fn a_detached_container_from_run_to_rm() {
         "{}",
         done.stdout
     );
-    assert!(s.ok(&["ps", "-a"]).stdout.contains("Exited (143)"));
+    assert!(s.ok(&["ps", "-a"]).stdout.contains("Exited (138)"));
     // Stopping it again is no error (as with docker); exec is.
     s.ok(&["stop", "web"]);
     let out = s.run(&["exec", "web", "true"]);
@@ -229,12 +250,13 @@ fn a_detached_container_from_run_to_rm() {
 }
 
 /// A monitor killed with SIGKILL: the VM dies with it, the container reads as
-/// exited (never "running" forever), and rm works; a --rm one is removed by
-/// the next command that sees it.
+/// exited (never "running" forever); a --rm one is removed by the next
+/// command that sees it; `system boot` starts the `--restart always` one
+/// again, and `rm -f` takes it down.
 #[test]
 fn a_killed_monitor_leaves_an_exited_container_and_no_vm() {
     let (_reg, s, image) = setup();
-    s.ok(&["run", "-d", "--name", "victim", &image, "sleep", "1000"]);
+    s.ok(&["run", "-d", "--name", "victim", "--restart", "always", &image, "sleep", "1000"]);
     s.ok(&[
         "run", "-d", "--rm", "--name", "gone", &image, "sleep", "1000",
     ]);
@@ -266,8 +288,12 @@ fn a_killed_monitor_leaves_an_exited_container_and_no_vm() {
     assert_eq!(ps[0]["ExitCode"], 255);
     assert!(ps[0]["Error"].as_str().unwrap().contains("monitor"), "{ps}");
     assert_eq!(containers_dir_entries(&s).len(), 1);
-    s.ok(&["rm", "victim"]);
+    // As after a host reboot: `system boot` starts what should run.
+    assert_eq!(s.ok(&["system", "boot"]).stdout, "victim\n");
+    assert_eq!(inspect(&s, "victim")["State"]["Status"], "running");
+    s.ok(&["rm", "-f", "victim"]);
     assert!(containers_dir_entries(&s).is_empty());
+    assert!(qemu_processes_with(&s.root().display().to_string()).is_empty());
 }
 
 /// Ten creates racing for one name: exactly one container, nine clean errors.

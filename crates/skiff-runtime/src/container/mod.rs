@@ -38,7 +38,7 @@ pub use exec::{exec, ExecOptions};
 pub use inspect::inspect;
 pub use kill::kill;
 pub use logs::logs;
-pub use start::{start, MonitorCommand, StartOptions, Started, READY_FD};
+pub use start::{start, wanted_at_boot, MonitorCommand, StartOptions, Started, READY_FD};
 pub use stats::{sample, stats, Sample, Stats};
 pub use stop::{restart, stop};
 pub use top::{top, Top};

@@ -181,3 +181,23 @@ fn last_line(path: &std::path::Path) -> Option<String> {
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_owned())
 }
+
+/// What should run again after the host started (there is no daemon to
+/// remember it): containers with `--restart always` that ran before, and
+/// `unless-stopped` ones that no user stopped. Running ones are left alone.
+pub fn wanted_at_boot(containers: &Containers) -> Result<Vec<Container>> {
+    use super::config::RestartPolicy;
+    Ok(containers
+        .list()?
+        .into_iter()
+        .filter(|c| {
+            c.status() == super::state::ContainerStatus::Exited
+                && c.state.started_at.is_some()
+                && match c.config.restart {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::UnlessStopped => !c.state.stopped_by_user,
+                    _ => false,
+                }
+        })
+        .collect())
+}

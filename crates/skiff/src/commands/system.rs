@@ -18,6 +18,12 @@ pub enum SystemCommand {
     /// Manage the guest kernel.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Start what should run after the host started: containers with
+    /// `--restart always`, and `unless-stopped` ones no user stopped.
+    ///
+    /// skiff has no daemon that comes up at boot; call this from a systemd
+    /// unit (see the README) or any boot script.
+    Boot,
 }
 
 #[derive(Args)]
@@ -44,11 +50,32 @@ pub struct KernelInstallArgs {
     pub dir: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<()> {
+pub fn run(ctx: &Context, cmd: SystemCommand, debug: bool) -> anyhow::Result<()> {
     match cmd {
         SystemCommand::Info(a) => info(ctx, a),
         SystemCommand::Kernel(KernelCommand::Install(a)) => install(ctx, a),
+        SystemCommand::Boot => boot(ctx, debug),
     }
+}
+
+fn boot(ctx: &Context, debug: bool) -> anyhow::Result<()> {
+    use skiff_runtime::container::{self, Containers, StartOptions};
+    let containers = Containers::new(&ctx.paths());
+    let monitor = super::monitor_command(ctx, debug);
+    let mut failed = 0;
+    for c in container::wanted_at_boot(&containers)? {
+        match container::start(&containers, &c, StartOptions::default(), &monitor, &mut |_| {}) {
+            Ok(_) => println!("{}", c.name()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("Error: starting {}: {e}", c.name());
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} containers did not start");
+    }
+    Ok(())
 }
 
 fn install(ctx: &Context, a: KernelInstallArgs) -> anyhow::Result<()> {

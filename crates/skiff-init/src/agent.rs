@@ -51,6 +51,16 @@ struct Inner {
     shutting_down: AtomicBool,
 }
 
+/// In host mode, a service that goes away takes its processes with it (a
+/// guest's PID 1 never goes away: its VM does).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.mode == Mode::Host {
+            self.reaper.kill_all(Signal::KILL);
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -438,11 +438,44 @@ fn a_failing_healthcheck_turns_unhealthy_and_a_passing_one_healthy() {
     m.finish();
 }
 
+/// Waits (bounded) until no process's command line holds `token`: what a
+/// container ran must not outlive it.
+fn assert_no_process_with(token: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(token))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_owner_starts_the_process_and_takes_the_container_when_it_goes() {
     let rt = rt();
     let root = tempfile::tempdir().unwrap();
-    let mut cfg = config(&ids(), "echo first; while :; do sleep 0.05; done");
+    let token = ids();
+    let mut cfg = config(
+        &ids(),
+        &format!("echo first; while :; do sleep 0.05; done # {token}"),
+    );
     cfg.process.open_stdin = true;
     cfg.process.stdin_once = true;
     let m = start(&make(root.path(), &cfg), true);
@@ -474,6 +507,7 @@ fn the_owner_starts_the_process_and_takes_the_container_when_it_goes() {
     let c = m.finish();
     assert_eq!(c.status(), ContainerStatus::Exited);
     assert!(c.state.stopped_by_user);
+    assert_no_process_with(&token);
 }
 
 #[test]
@@ -498,7 +532,12 @@ fn what_starts_again_at_boot() {
         (RestartPolicy::Always, false, false, false),
         (RestartPolicy::UnlessStopped, true, false, true),
         (RestartPolicy::UnlessStopped, true, true, false),
-        (RestartPolicy::OnFailure { max_retries: 0 }, true, false, false),
+        (
+            RestartPolicy::OnFailure { max_retries: 0 },
+            true,
+            false,
+            false,
+        ),
         (RestartPolicy::No, true, false, false),
     ] {
         let mut cfg = config(&ids(), "true");

@@ -256,7 +256,17 @@ fn a_detached_container_from_run_to_rm() {
 #[test]
 fn a_killed_monitor_leaves_an_exited_container_and_no_vm() {
     let (_reg, s, image) = setup();
-    s.ok(&["run", "-d", "--name", "victim", "--restart", "always", &image, "sleep", "1000"]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "--restart",
+        "always",
+        &image,
+        "sleep",
+        "1000",
+    ]);
     s.ok(&[
         "run", "-d", "--rm", "--name", "gone", &image, "sleep", "1000",
     ]);

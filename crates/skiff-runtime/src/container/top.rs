@@ -36,7 +36,7 @@ pub async fn top(c: &Container) -> Result<Top> {
 fn row(p: &ProcessInfo, guest_now: Duration, wall_now: SystemTime) -> Vec<String> {
     let age = guest_now.saturating_sub(p.started);
     let started = wall_now.checked_sub(age).unwrap_or(wall_now);
-    let stime = time::OffsetDateTime::from(started);
+    let (hour, minute) = crate::time::hour_minute(started);
     let t = p.cpu_time.as_secs();
     vec![
         if p.user.is_empty() {
@@ -46,7 +46,7 @@ fn row(p: &ProcessInfo, guest_now: Duration, wall_now: SystemTime) -> Vec<String
         },
         p.pid.to_string(),
         p.ppid.to_string(),
-        format!("{:02}:{:02}", stime.hour(), stime.minute()),
+        format!("{hour:02}:{minute:02}"),
         if p.tty.is_empty() {
             "?".into()
         } else {

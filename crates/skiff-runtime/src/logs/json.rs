@@ -154,7 +154,7 @@ fn push_valid(out: &mut Vec<u8>, s: &[u8]) {
 /// Appends `secs.nanos` since the epoch as Go's `RFC3339Nano` in UTC:
 /// `2026-12-01T20:00:00.12345Z` (trailing zeros of the fraction trimmed, no
 /// fraction for a whole second). False, and nothing appended, outside years 0–9999.
-pub(super) fn push_time(out: &mut Vec<u8>, secs: i64, nanos: u32) -> bool {
+pub(crate) fn push_time(out: &mut Vec<u8>, secs: i64, nanos: u32) -> bool {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = since::civil_from_days(days);

@@ -16,10 +16,10 @@
 //! records and rotates; [`read`] reads the files oldest first, tails, filters by
 //! time and follows the live file across rotation.
 
-mod json;
+pub(crate) mod json;
 mod options;
 mod reader;
-mod since;
+pub(crate) mod since;
 mod writer;
 
 use std::ffi::OsString;

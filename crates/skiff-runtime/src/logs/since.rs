@@ -153,7 +153,7 @@ fn parse_unix(s: &str) -> Option<(i64, u32)> {
 /// `Z` or `±hh:mm`. Lenient (`--since`): the time may stop after the hour or the
 /// minute or be left out, and the zone may be left out (UTC). More than nine
 /// decimals are cut, as Go does.
-pub(super) fn parse_datetime(s: &str, lenient: bool) -> Result<(i64, u32), &'static str> {
+pub(crate) fn parse_datetime(s: &str, lenient: bool) -> Result<(i64, u32), &'static str> {
     let mut c = Cursor {
         s: s.as_bytes(),
         i: 0,
@@ -301,7 +301,7 @@ pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Seconds (floored) and nanoseconds since the epoch.
-pub(super) fn to_unix(t: SystemTime) -> (i64, u32) {
+pub(crate) fn to_unix(t: SystemTime) -> (i64, u32) {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
@@ -318,7 +318,7 @@ pub(super) fn to_unix(t: SystemTime) -> (i64, u32) {
     }
 }
 
-pub(super) fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
+pub(crate) fn from_unix(secs: i64, nanos: u32) -> Option<SystemTime> {
     if secs >= 0 {
         UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
     } else {

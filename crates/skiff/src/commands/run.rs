@@ -86,12 +86,9 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
                 r = &mut starting => break r,
                 () = early.next() => {
                     interrupted = true;
-                    let pid = monitor_pid.load(Ordering::SeqCst);
-                    if pid != 0 {
-                        let _ = rustix::process::kill_process(
-                            rustix::process::Pid::from_raw(pid as i32).expect("a child's pid"),
-                            rustix::process::Signal::TERM,
-                        );
+                    let pid = monitor_pid.load(Ordering::SeqCst) as i32;
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                     }
                 }
             }

@@ -64,7 +64,13 @@ fn boot(ctx: &Context, debug: bool) -> anyhow::Result<()> {
     let monitor = super::monitor_command(ctx, debug);
     let mut failed = 0;
     for c in container::wanted_at_boot(&containers)? {
-        match container::start(&containers, &c, StartOptions::default(), &monitor, &mut |_| {}) {
+        match container::start(
+            &containers,
+            &c,
+            StartOptions::default(),
+            &monitor,
+            &mut |_| {},
+        ) {
             Ok(_) => println!("{}", c.name()),
             Err(e) => {
                 failed += 1;

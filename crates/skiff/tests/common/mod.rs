@@ -1400,6 +1400,32 @@ impl Skiff {
     }
 }
 
+/// A test that fails half-way must not leave containers running: every monitor
+/// of this env's store is killed (its VM dies with it).
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        let root = self.root().display().to_string();
+        let Ok(rd) = fs::read_dir(self.root().join("containers")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(state) = fs::read(e.path().join("state.json")) else {
+                continue;
+            };
+            let Some(pid) = serde_json::from_slice::<Value>(&state)
+                .ok()
+                .and_then(|v| v["monitor_pid"].as_i64())
+            else {
+                continue;
+            };
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&root) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
 static SPAWNED: AtomicUsize = AtomicUsize::new(0);
 
 /// A skiff process started with [`Skiff::spawn`].

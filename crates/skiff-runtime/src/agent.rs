@@ -55,7 +55,7 @@ pub struct RootSetup {
 }
 
 /// A process to run in the container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     /// Unique among the guest's processes.
     pub id: String,

@@ -3,8 +3,9 @@
 
 use super::attach::{Session, SessionEvent};
 use super::{Container, ContainerError, Result};
+use crate::agent::ProcessSpec;
 use crate::monitor::client;
-use crate::monitor::protocol::{ExecProcess, Request};
+use crate::monitor::protocol::Request;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
@@ -36,7 +37,8 @@ pub async fn exec(c: &Container, o: &ExecOptions) -> Result<(Session, u32)> {
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
-    let process = ExecProcess {
+    let process = ProcessSpec {
+        id: String::new(),
         args: o.args.clone(),
         env,
         cwd: o.workdir.clone().unwrap_or_else(|| p.cwd.clone()),

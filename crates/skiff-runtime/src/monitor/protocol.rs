@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::agent::{GuestStats, PathStat, ProcessInfo};
+use crate::agent::{GuestStats, PathStat, ProcessInfo, ProcessSpec};
 
 /// Frame kinds.
 pub const CONTROL: u8 = 0;
@@ -23,18 +23,6 @@ pub const DATA: u8 = 4;
 
 /// Larger frames are a protocol error (stdio chunks are at most 64 KiB).
 const MAX_FRAME: usize = 4 << 20;
-
-/// A process to exec in the running container.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ExecProcess {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub user: String,
-    pub tty: bool,
-    pub stdin: bool,
-    pub tty_size: Option<(u16, u16)>,
-}
 
 /// The first message of a connection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,8 +36,9 @@ pub enum Request {
         owner: bool,
         tty_size: Option<(u16, u16)>,
     },
+    /// The process's `id` is the monitor's to choose.
     Exec {
-        process: ExecProcess,
+        process: ProcessSpec,
         detach: bool,
     },
     Kill {

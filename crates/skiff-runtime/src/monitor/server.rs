@@ -11,8 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use super::protocol::{
-    self, Control, Event, ExecProcess, Failure, FrameReader, Request, CONTROL, DATA, STDERR, STDIN,
-    STDOUT,
+    self, Control, Event, Failure, FrameReader, Request, CONTROL, DATA, STDERR, STDIN, STDOUT,
 };
 use super::{AttachMsg, Command, MonitorError, Owner, RunHandle, Shared};
 use crate::agent::{AgentError, Input, OutputStream, ProcessSpec};
@@ -303,7 +302,7 @@ async fn exec(
     shared: &Arc<Shared>,
     mut reader: Reader,
     mut w: Writer,
-    p: ExecProcess,
+    p: ProcessSpec,
     detach: bool,
 ) -> Result<(), protocol::ProtocolError> {
     let run = match running(shared) {
@@ -313,13 +312,8 @@ async fn exec(
     let id = format!("exec-{}", shared.next());
     let spec = ProcessSpec {
         id: id.clone(),
-        args: p.args,
-        env: p.env,
-        cwd: p.cwd,
-        user: p.user,
-        tty: p.tty,
         stdin: p.stdin && !detach,
-        tty_size: p.tty_size,
+        ..p
     };
     if let Err(e) = run.agent.create_process(&spec).await {
         return error(&mut w, agent_failure(&e), e.to_string()).await;

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use skiff_runtime::container::{
-    self, AttachOptions, Container, Containers, CopySource, CopyTarget, ExecOptions, StartOptions,
+    self, Container, Containers, CopySource, CopyTarget, ExecOptions, StartOptions,
 };
 use skiff_runtime::logs::{ReadOptions, Stream};
 
 use super::create_args::CreateArgs;
 use super::image::ListFormat;
-use super::session::{pump, PumpEnd, PumpOptions};
+use super::session::{attach_and_pump, pump, PumpEnd, PumpOptions};
 use super::{monitor_command, runtime, Context};
 use crate::terminal;
 
@@ -348,22 +348,7 @@ fn start(
         &mut |_| {},
     )?;
     let stdin = a.interactive && c.config.process.open_stdin;
-    let session = rt.block_on(container::attach(
-        &c,
-        AttachOptions {
-            stdin,
-            owner: true,
-            tty_size: c.config.process.tty.then(terminal::host_size).flatten(),
-        },
-    ))?;
-    let end = rt.block_on(pump(
-        session,
-        PumpOptions {
-            tty: c.config.process.tty,
-            stdin,
-            owner: true,
-        },
-    ));
+    let end = attach_and_pump(rt, &c, stdin, true);
     started.attached();
     end_code(end?, || started.wait_monitor())
 }
@@ -460,22 +445,7 @@ fn attach(
     let c = containers.find(&a.container)?;
     let _enter = rt.enter();
     let stdin = !a.no_stdin && c.config.process.open_stdin;
-    let session = rt.block_on(container::attach(
-        &c,
-        AttachOptions {
-            stdin,
-            owner: false,
-            tty_size: c.config.process.tty.then(terminal::host_size).flatten(),
-        },
-    ))?;
-    let end = rt.block_on(pump(
-        session,
-        PumpOptions {
-            tty: c.config.process.tty,
-            stdin,
-            owner: false,
-        },
-    ))?;
+    let end = attach_and_pump(rt, &c, stdin, false)?;
     end_code(end, || {})
 }
 

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use skiff_runtime::container::{self, AttachOptions, Container, Containers, StartOptions};
+use skiff_runtime::container::{self, Container, Containers, StartOptions};
 
 use super::create_args::CreateArgs;
-use super::session::{pump, PumpEnd, PumpOptions};
+use super::session::{attach_and_pump, PumpEnd};
 use super::{exit_code_of, monitor_command, runtime, Context};
-use crate::terminal;
 
 /// Exit status for errors of skiff itself, as docker uses.
 pub const EXIT_SKIFF_ERROR: u8 = 125;
@@ -115,22 +114,7 @@ fn run_inner(ctx: &Context, a: RunArgs, debug: bool) -> anyhow::Result<ExitCode>
     }
     let mut started = started;
     drop(early);
-    let session = rt.block_on(container::attach(
-        &c,
-        AttachOptions {
-            stdin: a.create.interactive,
-            owner: true,
-            tty_size: a.create.tty.then(terminal::host_size).flatten(),
-        },
-    ))?;
-    let end = rt.block_on(pump(
-        session,
-        PumpOptions {
-            tty: a.create.tty,
-            stdin: a.create.interactive,
-            owner: true,
-        },
-    ));
+    let end = attach_and_pump(&rt, &c, a.create.interactive, true);
     started.attached();
     let end = end?;
     // The monitor ends right after the session: reap it.

@@ -6,7 +6,9 @@ use std::io::{IsTerminal, Read};
 use std::time::{Duration, Instant};
 
 use skiff_runtime::agent::OutputStream;
-use skiff_runtime::container::{Session, SessionEvent, SessionInput};
+use skiff_runtime::container::{
+    self, AttachOptions, Container, Session, SessionEvent, SessionInput,
+};
 use skiff_runtime::monitor::protocol::Timings;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -36,6 +38,26 @@ pub enum PumpEnd {
     Aborted,
     /// The monitor closed the session without an exit (the container went away).
     Closed,
+}
+
+/// Attaches to `c`'s main process (as its `owner`, or not) and runs the
+/// session to its end.
+pub fn attach_and_pump(
+    rt: &tokio::runtime::Runtime,
+    c: &Container,
+    stdin: bool,
+    owner: bool,
+) -> anyhow::Result<PumpEnd> {
+    let tty = c.config.process.tty;
+    let session = rt.block_on(container::attach(
+        c,
+        AttachOptions {
+            stdin,
+            owner,
+            tty_size: tty.then(terminal::host_size).flatten(),
+        },
+    ))?;
+    rt.block_on(pump(session, PumpOptions { tty, stdin, owner }))
 }
 
 /// Runs the session to its end.

@@ -280,13 +280,20 @@ impl Agent for AgentService {
         Ok(Response::new(crate::stdio::relay(stdio, first, inbound)?))
     }
 
+    /// An extra process (exec, healthcheck) is forgotten once its exit has
+    /// been collected: a long-lived container execs without end, and each
+    /// record would keep its pty. The main process stays.
     async fn wait(&self, request: Request<ProcessRef>) -> RpcResult<ExitStatus> {
-        let process = self.process(&request.into_inner().id)?;
+        let id = request.into_inner().id;
+        let process = self.process(&id)?;
         let mut rx = process.exit.subscribe();
         let status = *rx
             .wait_for(|s| s.is_some())
             .await
             .map_err(|_| Status::internal("exit status channel closed"))?;
+        if !process.main {
+            lock(&self.inner.processes).remove(&id);
+        }
         status
             .map(Response::new)
             .ok_or_else(|| Status::internal("no exit status"))

@@ -244,30 +244,27 @@ impl Agent {
             .map_err(AgentError::from_status("attaching stdio"))?
             .into_inner();
         // The request stream stays open for as long as the process's stdin
-        // may be written; without input it stays open, idle, until the end.
+        // may be written, and no longer: an HTTP/2 stream ends only when
+        // both sides have closed it, and the connection allows a few hundred
+        // at once (every exec and healthcheck is one).
+        let Some(mut input) = input.take() else {
+            return Ok(Output { inner: output });
+        };
         tokio::spawn(async move {
-            let Some(input) = input.as_mut() else {
-                tx.closed().await;
-                return;
-            };
             while let Some(i) = input.recv().await {
-                let chunk = match i {
-                    Input::Data(d) => v1::StdinChunk {
-                        id: String::new(),
-                        data: d.to_vec(),
-                        eof: false,
-                    },
-                    Input::Eof => v1::StdinChunk {
-                        id: String::new(),
-                        data: Vec::new(),
-                        eof: true,
-                    },
+                let (data, eof) = match i {
+                    Input::Data(d) => (d.to_vec(), false),
+                    Input::Eof => (Vec::new(), true),
                 };
-                if tx.send(chunk).await.is_err() {
+                let chunk = v1::StdinChunk {
+                    id: String::new(),
+                    data,
+                    eof,
+                };
+                if tx.send(chunk).await.is_err() || eof {
                     return;
                 }
             }
-            tx.closed().await;
         });
         Ok(Output { inner: output })
     }

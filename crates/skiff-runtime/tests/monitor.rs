@@ -563,3 +563,95 @@ fn what_starts_again_at_boot() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Every exec and healthcheck is an HTTP/2 stream on the one connection to
+/// the guest; each must end, or after a few hundred nothing gets through
+/// (and `stop` hangs).
+#[test]
+fn hundreds_of_execs_leave_the_control_channel_usable() {
+    let rt = rt();
+    let root = tempfile::tempdir().unwrap();
+    let m = start(
+        &make(root.path(), &config(&ids(), "while :; do sleep 0.05; done")),
+        false,
+    );
+    let c = m.container();
+    rt.block_on(async {
+        for i in 0..300 {
+            let (mut s, _) = container::exec(
+                &c,
+                &ExecOptions {
+                    args: vec!["true".into()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("exec {i}: {e}"));
+            loop {
+                match s.next().await.unwrap() {
+                    Some(SessionEvent::Exited { code, .. }) => {
+                        assert_eq!(code, 0);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => panic!("exec {i} ended without an exit"),
+                }
+            }
+        }
+        let stopped =
+            tokio::time::timeout(Duration::from_secs(30), container::stop(&c, Some(0))).await;
+        assert!(
+            matches!(stopped, Ok(Ok(true))),
+            "stop after 300 execs: {stopped:?}"
+        );
+    });
+    m.finish();
+}
+
+/// A client that attaches and does not read (`attach | less`, left alone)
+/// is let go once it is far behind: the container's log goes on growing,
+/// the session ends while the container runs on, and `stop` is heard.
+#[test]
+fn an_attached_client_that_does_not_read_holds_nothing_up() {
+    let rt = rt();
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(&ids(), "exec yes a-line-of-output");
+    cfg.log_opts = vec!["max-size=1g".into()];
+    let m = start(&make(root.path(), &cfg), false);
+    let c = m.container();
+    rt.block_on(async {
+        let mut idle = container::attach(&c, AttachOptions::default())
+            .await
+            .unwrap();
+        let log = c.log_path();
+        let size = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while size() < 100 << 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log stalled at {} bytes",
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // What was queued for the client comes, then the end of its session.
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(ev) = idle.next().await.unwrap() {
+                assert!(!matches!(ev, SessionEvent::Exited { .. }));
+            }
+        })
+        .await;
+        assert!(
+            drained.is_ok(),
+            "a client far behind was kept, holding output up"
+        );
+        assert_eq!(c.refresh().unwrap().status(), ContainerStatus::Running);
+        let stopped =
+            tokio::time::timeout(Duration::from_secs(30), container::stop(&c, Some(1))).await;
+        assert!(
+            matches!(stopped, Ok(Ok(true))),
+            "stop with an idle client: {stopped:?}"
+        );
+    });
+    m.finish();
+}

@@ -48,15 +48,19 @@ pub struct Session {
 pub struct SessionInput {
     writer: Arc<Mutex<Writer>>,
     container: Container,
+    /// A session of the main process: signals, resizes and aborts go to the
+    /// monitor on connections of their own, never behind a stdin backlog.
+    main: bool,
 }
 
 impl Session {
-    pub(crate) fn new(container: &Container, reader: Reader, writer: Writer) -> Self {
+    pub(crate) fn new(container: &Container, reader: Reader, writer: Writer, main: bool) -> Self {
         Self {
             reader,
             input: SessionInput {
                 writer: Arc::new(Mutex::new(writer)),
                 container: container.clone(),
+                main,
             },
             container: container.clone(),
         }
@@ -141,10 +145,20 @@ impl SessionInput {
     }
 
     pub async fn resize(&self, rows: u16, cols: u16) -> Result<()> {
+        if self.main {
+            return client::call(&self.container, &Request::Resize { rows, cols })
+                .await
+                .map(|_| ());
+        }
         self.control(&Control::Resize { rows, cols }).await
     }
 
     pub async fn signal(&self, signal: i32) -> Result<()> {
+        if self.main {
+            return client::call(&self.container, &Request::Signal { signal })
+                .await
+                .map(|_| ());
+        }
         self.control(&Control::Signal { signal }).await
     }
 
@@ -155,6 +169,11 @@ impl SessionInput {
 
     /// Kills the container now.
     pub async fn abort(&self) -> Result<()> {
+        if self.main {
+            return client::call(&self.container, &Request::Abort)
+                .await
+                .map(|_| ());
+        }
         self.control(&Control::Abort).await
     }
 }
@@ -173,5 +192,5 @@ pub async fn attach(c: &Container, o: AttachOptions) -> Result<Session> {
         },
     )
     .await?;
-    Ok(Session::new(c, r, w))
+    Ok(Session::new(c, r, w, true))
 }

@@ -83,10 +83,15 @@ pub async fn copy_from(
         }),
         CopyTarget::Path(dest) => {
             let plan = plan_host(&stat, src, &dest)?;
+            // Every entry must lie under the one name the container said it
+            // sends (a directory's contents, "dir/.", have none).
+            let contents = ends_with_dot(src) || src.trim_end_matches('/').is_empty();
+            let expect_top = (!contents).then(|| OsString::from(&stat.name));
             tokio::task::spawn_blocking(move || {
                 unpack(
                     ChannelReader::new(rx),
                     &plan.root,
+                    expect_top.as_deref(),
                     plan.rename_top.as_deref(),
                 )
             })
@@ -263,40 +268,89 @@ fn safe_parent(root: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that no component of `rel`'s parent, below `root`, is a symlink or
+/// anything but a directory (or missing): a path through a link is refused.
+fn no_link_on_the_way(root: &Path, rel: &Path) -> Result<()> {
+    let mut at = root.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        at.push(c);
+        if let Ok(m) = std::fs::symlink_metadata(&at) {
+            if !m.is_dir() {
+                return Err(invalid(format!(
+                    "{} is not a directory (the copy does not go through links)",
+                    at.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks a tar stream into `root` (owned by the caller, modes and times
-/// kept), the top entry renamed to `top`.
-fn unpack(r: impl Read, root: &Path, top: Option<&OsStr>) -> Result<()> {
+/// kept, set-id bits dropped), every entry under `expect_top` when given,
+/// the top entry renamed to `top`. A directory is never replaced by
+/// anything else, and nothing is written or linked through a symlink.
+fn unpack(
+    r: impl Read,
+    root: &Path,
+    expect_top: Option<&OsStr>,
+    top: Option<&OsStr>,
+) -> Result<()> {
     let err =
         |e: std::io::Error| invalid(format!("unpacking into {}: {}", root.display(), chain(&e)));
     let mut ar = tar::Archive::new(r);
-    ar.set_preserve_permissions(true);
+    // False keeps mode & 0o777: no set-uid file planted on the host.
+    ar.set_preserve_permissions(false);
     ar.set_preserve_mtime(true);
     ar.set_overwrite(true);
+    let outside = |p: &Path| {
+        invalid(format!(
+            "the archive from the container has an entry outside what was asked for: {}",
+            p.display()
+        ))
+    };
     for entry in ar.entries().map_err(err)? {
         let mut e = entry.map_err(err)?;
-        let rel = relative(&e.path().map_err(err)?)?;
+        let path = e.path().map_err(err)?.into_owned();
+        let rel = relative(&path)?;
         if rel.as_os_str().is_empty() {
             continue;
+        }
+        if let Some(want) = expect_top {
+            if rel.components().next().map(|c| c.as_os_str()) != Some(want) {
+                return Err(outside(&path));
+            }
         }
         let rel = renamed(rel, top);
         safe_parent(root, &rel)?;
         let target = root.join(&rel);
-        // Whatever is there is replaced, a link included (never followed).
+        let is_dir = e.header().entry_type() == tar::EntryType::Directory;
+        // What is there is replaced, a link included (never followed); a
+        // directory only by a directory.
         if let Ok(m) = std::fs::symlink_metadata(&target) {
-            if !m.is_dir() || e.header().entry_type() != tar::EntryType::Directory {
-                if m.is_dir() {
-                    std::fs::remove_dir_all(&target).map_err(err)?;
-                } else {
-                    std::fs::remove_file(&target).map_err(err)?;
-                }
+            if m.is_dir() && !is_dir {
+                return Err(invalid(format!(
+                    "{} is a directory: the copy does not replace it with a file",
+                    target.display()
+                )));
+            }
+            if !m.is_dir() {
+                std::fs::remove_file(&target).map_err(err)?;
             }
         }
         if e.header().entry_type() == tar::EntryType::Link {
             let Some(link) = e.link_name().map_err(err)? else {
                 continue;
             };
-            let src = root.join(renamed(relative(&link)?, top));
-            std::fs::hard_link(&src, &target).map_err(err)?;
+            let link = relative(&link)?;
+            if let Some(want) = expect_top {
+                if link.components().next().map(|c| c.as_os_str()) != Some(want) {
+                    return Err(outside(&link));
+                }
+            }
+            let src_rel = renamed(link, top);
+            no_link_on_the_way(root, &src_rel)?;
+            std::fs::hard_link(root.join(&src_rel), &target).map_err(err)?;
             continue;
         }
         e.unpack(&target).map_err(err)?;
@@ -582,10 +636,22 @@ mod tests {
             ("etc/hosts", Regular, b"127.0.0.1 x\n", None),
             ("etc/hard", Link, b"", Some("etc/hosts")),
         ]);
-        unpack(&t[..], &root, Some(OsStr::new("copy"))).unwrap();
+        unpack(
+            &t[..],
+            &root,
+            Some(OsStr::new("etc")),
+            Some(OsStr::new("copy")),
+        )
+        .unwrap();
         // A file renamed as it lands.
         let f = tar_of(&[("hosts", Regular, b"x\n", None)]);
-        unpack(&f[..], &root, Some(OsStr::new("renamed"))).unwrap();
+        unpack(
+            &f[..],
+            &root,
+            Some(OsStr::new("hosts")),
+            Some(OsStr::new("renamed")),
+        )
+        .unwrap();
         assert_eq!(std::fs::read(root.join("renamed")).unwrap(), b"x\n");
         assert_eq!(
             std::fs::read(root.join("copy/hosts")).unwrap(),
@@ -607,7 +673,7 @@ mod tests {
             tar_of(&[("h", Link, b"", Some("../../etc/passwd"))]),
         ] {
             let r = tempfile::tempdir_in(d.path()).unwrap();
-            assert!(unpack(&hostile[..], r.path(), None).is_err());
+            assert!(unpack(&hostile[..], r.path(), None, None).is_err());
         }
         let outside: Vec<_> = std::fs::read_dir(d.path())
             .unwrap()
@@ -615,6 +681,79 @@ mod tests {
             .filter(|n| !n.starts_with(".tmp"))
             .collect();
         assert_eq!(outside, ["root"], "nothing landed outside the destinations");
+    }
+
+    /// What the review found: an entry beside the one asked for, a file over
+    /// a host directory, a hard link through an earlier symlink, set-id bits.
+    #[test]
+    fn unpack_keeps_to_what_was_asked_for() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use tar::EntryType::*;
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret-dir");
+        std::fs::create_dir(&secret).unwrap();
+        std::fs::write(secret.join("precious"), b"keep").unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir_all(home.join("Documents/deep")).unwrap();
+        std::fs::write(home.join("Documents/deep/precious"), b"keep").unwrap();
+
+        // `cp c:/app.log home/` with an extra entry named like a host directory.
+        let t = tar_of(&[
+            ("app.log", Regular, b"log\n", None),
+            ("Documents", Regular, b"x", None),
+        ]);
+        let e = unpack(&t[..], &home, Some(OsStr::new("app.log")), None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("outside what was asked for: Documents"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(home.join("Documents/deep/precious")).unwrap(),
+            b"keep"
+        );
+        // A file never replaces a directory, even under the right name.
+        let t = tar_of(&[("Documents", Regular, b"x", None)]);
+        let e = unpack(&t[..], &home, Some(OsStr::new("Documents")), None).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(home.join("Documents/deep/precious").exists());
+
+        // A symlink to a host directory, then a hard link through it.
+        let r = d.path().join("r");
+        std::fs::create_dir(&r).unwrap();
+        let t = tar_of(&[
+            ("x", Directory, b"", None),
+            ("x/l", Symlink, b"", Some(secret.to_str().unwrap())),
+            ("x/h", Link, b"", Some("x/l/precious")),
+        ]);
+        assert!(unpack(&t[..], &r, Some(OsStr::new("x")), None).is_err());
+        assert!(
+            !r.join("x/h").exists(),
+            "a host file was linked into the copy"
+        );
+        assert_eq!(
+            std::fs::metadata(secret.join("precious")).unwrap().nlink(),
+            1
+        );
+
+        // set-uid dropped.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(Regular);
+        h.set_mode(0o4755);
+        h.set_size(1);
+        h.set_path("tool").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let r = d.path().join("s");
+        std::fs::create_dir(&r).unwrap();
+        unpack(&t[..], &r, Some(OsStr::new("tool")), None).unwrap();
+        let mode = std::fs::metadata(r.join("tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
     }
 
     #[test]

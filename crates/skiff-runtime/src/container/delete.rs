@@ -33,8 +33,20 @@ pub(crate) fn remove_dir(_containers: &Containers, c: &Container) -> Result<()> 
     if !dir.exists() {
         return Ok(());
     }
-    if monitor_alive(dir) {
-        return Err(ContainerError::Running(c.name().to_owned()));
+    // A monitor that recorded the exit is finishing (closing connections,
+    // removing a --rm container): give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while monitor_alive(dir) {
+        let exited = Container::load(dir)
+            .map(|c| c.status() == super::state::ContainerStatus::Exited)
+            .unwrap_or(false);
+        if !exited || std::time::Instant::now() > deadline {
+            return Err(ContainerError::Running(c.name().to_owned()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !dir.exists() {
+        return Ok(());
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

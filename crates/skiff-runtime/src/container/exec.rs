@@ -55,7 +55,7 @@ pub async fn exec(c: &Container, o: &ExecOptions) -> Result<(Session, u32)> {
         },
     )
     .await?;
-    let mut session = Session::new(c, r, w);
+    let mut session = Session::new(c, r, w, false);
     match session.next().await? {
         Some(SessionEvent::Started(pid)) => Ok((session, pid)),
         _ => Err(ContainerError::Monitor {

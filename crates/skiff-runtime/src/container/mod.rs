@@ -39,7 +39,7 @@ pub use inspect::inspect;
 pub use kill::kill;
 pub use logs::logs;
 pub use start::{start, wanted_at_boot, MonitorCommand, StartOptions, Started, READY_FD};
-pub use stats::{sample, stats, Sample, Stats};
+pub use stats::{sample, Sample, Stats};
 pub use stop::{restart, stop};
 pub use top::{top, Top};
 pub use wait::wait;
@@ -231,8 +231,11 @@ impl Containers {
             let Ok(c) = Container::load(&ent.path()) else {
                 continue;
             };
-            if self.reap_if_abandoned(&c)? {
-                continue;
+            // A container that cannot be reaped now is listed as it is.
+            match self.reap_if_abandoned(&c) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::debug!("not removing {}: {e}", c.name()),
             }
             out.push(c);
         }
@@ -276,8 +279,9 @@ impl Containers {
         if !c.config.auto_remove || c.state.status.is_active() {
             return Ok(false);
         }
-        // Created and never started: still wanted.
-        if c.state.status == ContainerStatus::Created {
+        // Created and never started: still wanted. A monitor that is still
+        // there removes its container itself.
+        if c.state.status == ContainerStatus::Created || monitor_alive(c.dir()) {
             return Ok(false);
         }
         delete::remove_dir(self, c)?;

@@ -1,7 +1,5 @@
 //! `stats`: the guest's CPU and memory use and the sandbox's memory on the host.
 
-use std::time::Duration;
-
 use super::{Container, ContainerError, Result};
 use crate::agent::GuestStats;
 use crate::monitor::client;
@@ -61,17 +59,10 @@ pub async fn sample(c: &Container) -> Result<Sample> {
     }
 }
 
-/// Two samples `interval` apart.
-pub async fn stats(c: &Container, interval: Duration) -> Result<Stats> {
-    let a = sample(c).await?;
-    tokio::time::sleep(interval).await;
-    let b = sample(c).await?;
-    Ok(Stats::between(&a, &b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn cpu_is_busy_time_over_wall_time() {

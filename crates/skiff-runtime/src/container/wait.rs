@@ -18,7 +18,11 @@ pub async fn wait(c: &Container) -> Result<i32> {
         // The monitor answers at the very end (a `--rm` container's
         // directory is gone by then, so the code comes from the monitor).
         match client::call(&c, &Request::Wait).await {
-            Ok(Event::Exited { code, .. }) => return Ok(code),
+            Ok(Event::Exited { code, .. }) => {
+                // Done when the monitor is gone too: `wait && rm` must work.
+                super::stop::wait_for_monitor_exit(&c).await;
+                return Ok(code);
+            }
             Ok(_) | Err(ContainerError::NotRunning(_)) => {}
             Err(e) => return Err(e),
         }

@@ -77,6 +77,9 @@ pub(crate) struct RunHandle {
 struct Attacher {
     id: u64,
     tx: mpsc::Sender<AttachMsg>,
+    /// The foreground owner gets everything and may slow the container down;
+    /// any other client that falls behind is let go.
+    owner: bool,
 }
 
 /// The owner's attach: its terminal size.
@@ -132,9 +135,9 @@ impl Shared {
         *lock(&self.stdin) = s;
     }
 
-    pub fn attach(&self, tx: mpsc::Sender<AttachMsg>) -> u64 {
+    pub fn attach(&self, tx: mpsc::Sender<AttachMsg>, owner: bool) -> u64 {
         let id = self.next();
-        lock(&self.attachers).push(Attacher { id, tx });
+        lock(&self.attachers).push(Attacher { id, tx, owner });
         id
     }
 
@@ -142,15 +145,22 @@ impl Shared {
         lock(&self.attachers).retain(|a| a.id != id);
     }
 
-    /// Sends to every attached client, waiting for each (a slow client slows
-    /// the container's output down, as with docker, rather than losing it).
+    /// Sends to every attached client. The owner is waited for (a foreground
+    /// `run` whose terminal is paused pauses the container's output, as
+    /// with docker, rather than losing it); a client that cannot keep up is
+    /// disconnected (an `attach | less` left alone must not freeze the log).
     pub async fn broadcast(&self, msg: AttachMsg) {
-        let targets: Vec<(u64, mpsc::Sender<AttachMsg>)> = lock(&self.attachers)
+        let targets: Vec<(u64, mpsc::Sender<AttachMsg>, bool)> = lock(&self.attachers)
             .iter()
-            .map(|a| (a.id, a.tx.clone()))
+            .map(|a| (a.id, a.tx.clone(), a.owner))
             .collect();
-        for (id, tx) in targets {
-            if tx.send(msg.clone()).await.is_err() {
+        for (id, tx, owner) in targets {
+            let sent = if owner {
+                tx.send(msg.clone()).await.is_ok()
+            } else {
+                tx.try_send(msg.clone()).is_ok()
+            };
+            if !sent {
                 self.detach(id);
             }
         }
@@ -281,7 +291,8 @@ async fn monitor(
         let _ = std::fs::remove_dir_all(dir);
     }
     if let Some(msg) = last {
-        shared.broadcast(msg).await;
+        // An owner that stopped reading gets no longer than this.
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.broadcast(msg)).await;
     }
     shared.finished.send_replace(true);
     connections.close();

@@ -51,6 +51,17 @@ pub enum Request {
     },
     /// Answered with `Exited` once the container is down for good.
     Wait,
+    /// A signal an attached client forwards (not a stop), the main process's
+    /// terminal size, and giving the container up: on connections of their
+    /// own, so that they never wait behind a session's stdin.
+    Signal {
+        signal: i32,
+    },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    Abort,
     Top,
     Stats,
     StatPath {

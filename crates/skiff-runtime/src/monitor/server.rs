@@ -26,6 +26,14 @@ pub(crate) fn bind(dir: &Path) -> Result<UnixListener, MonitorError> {
         path: path.clone(),
         source,
     })?;
+    // Whoever can connect can exec as root in the container: the owner only.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
+        |source| MonitorError::Io {
+            what: "restricting",
+            path: path.clone(),
+            source,
+        },
+    )?;
     listener
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
@@ -38,8 +46,14 @@ pub(crate) fn bind(dir: &Path) -> Result<UnixListener, MonitorError> {
 
 pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>, tracker: TaskTracker) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tracker.spawn(async move {
@@ -105,6 +119,20 @@ async fn handle(stream: UnixStream, shared: &Arc<Shared>) -> Result<(), protocol
             // Answered by closing the connection once the container is down.
             let mut finished = shared.finished.subscribe();
             let _ = finished.wait_for(|f| *f).await;
+            protocol::write_json(&mut w, &Event::Done).await
+        }
+        Request::Signal { signal } => {
+            let _ = shared.commands.send(Command::Signal { signal });
+            protocol::write_json(&mut w, &Event::Done).await
+        }
+        Request::Resize { rows, cols } => {
+            if let Some(run) = shared.run() {
+                let _ = run.agent.resize(super::supervisor::MAIN, rows, cols).await;
+            }
+            protocol::write_json(&mut w, &Event::Done).await
+        }
+        Request::Abort => {
+            let _ = shared.commands.send(Command::Abort);
             protocol::write_json(&mut w, &Event::Done).await
         }
         Request::Wait => {
@@ -194,8 +222,9 @@ async fn attach(
     owner: bool,
     tty_size: Option<(u16, u16)>,
 ) -> Result<(), protocol::ProtocolError> {
-    let (tx, mut rx) = mpsc::channel::<AttachMsg>(32);
-    let id = shared.attach(tx);
+    // Room for 16 MiB of output chunks before a client counts as fallen behind.
+    let (tx, mut rx) = mpsc::channel::<AttachMsg>(256);
+    let id = shared.attach(tx, owner);
     // Unregistered on every way out.
     struct Registered<'a>(&'a Shared, u64);
     impl Drop for Registered<'_> {

@@ -64,6 +64,8 @@ pub(crate) async fn supervise(
         s.stopped_by_user = false;
         s.exit_code = None;
         s.health = None;
+        // A start by hand gives on-failure its whole budget again, as docker does.
+        s.restart_count = 0;
     });
     loop {
         let mut timings = Timings::default();
@@ -72,7 +74,9 @@ pub(crate) async fn supervise(
             r = launcher.launch(&shared.config, &shared.dir) => r,
             c = next_stop(&mut commands) => {
                 stopped |= c;
-                return Some(finish(shared, None, "stopped before it started".into(), stopped));
+                let message = "stopped before it started".to_owned();
+                ready.send(&ReadyMsg::Failed { message: message.clone(), exit_code: 125 });
+                return Some(finish(shared, None, message, stopped));
             }
         };
         let mut sandbox = match launched {
@@ -272,7 +276,9 @@ async fn prepare(
 }
 
 /// Output to the log and the attached clients until the process has exited
-/// and its output is drained; stop, kill and abort requests on the way.
+/// and its output is drained; stop, kill and abort requests on the way. No
+/// arm waits for a client: a delivery in progress is one more future of the
+/// select (and holds further output back), so commands are always heard.
 async fn pump(
     shared: &Shared,
     agent: &Agent,
@@ -288,14 +294,34 @@ async fn pump(
     let mut output_done = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    // After SIGKILL, a guest that still reports no exit is given up on.
+    let mut give_up_at: Option<tokio::time::Instant> = None;
+    let mut delivering: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
+        None;
     let sleep_until = |d: Option<tokio::time::Instant>| async move {
         match d {
             Some(d) => tokio::time::sleep_until(d).await,
             None => std::future::pending().await,
         }
     };
-    while exit.is_none() || !output_done {
+    let aborted = |exit: Option<ExitStatus>| RunEnd {
+        exit: exit.unwrap_or(ExitStatus {
+            code: 137,
+            signal: SIGKILL,
+        }),
+        aborted: true,
+        ran: started.elapsed(),
+    };
+    while exit.is_none() || !output_done || delivering.is_some() {
         tokio::select! {
+            () = async {
+                match delivering.as_mut() {
+                    Some(d) => d.await,
+                    None => std::future::pending().await,
+                }
+            }, if delivering.is_some() => {
+                delivering = None;
+            }
             r = &mut wait, if exit.is_none() => {
                 exit = Some(r.unwrap_or_else(|e| {
                     // The guest went away under the process (crash, killed QEMU).
@@ -304,7 +330,7 @@ async fn pump(
                 }));
                 drain_deadline = Some(tokio::time::Instant::now() + DRAIN);
             }
-            chunk = output.next(), if !output_done => match chunk {
+            chunk = output.next(), if !output_done && delivering.is_none() => match chunk {
                 Ok(Some((stream, data))) => {
                     if let Some(l) = log.as_deref_mut() {
                         let s = match stream {
@@ -315,7 +341,7 @@ async fn pump(
                             tracing::warn!("the container's log: {e}");
                         }
                     }
-                    shared.broadcast(AttachMsg::Output(stream, data)).await;
+                    delivering = Some(Box::pin(shared.broadcast(AttachMsg::Output(stream, data))));
                 }
                 Ok(None) => output_done = true,
                 Err(e) => {
@@ -326,31 +352,33 @@ async fn pump(
             c = commands.recv() => match c {
                 Some(Command::Stop { timeout }) => {
                     *stopped = true;
-                    let _ = agent.signal(MAIN, shared.config.stop_signal).await;
+                    signal(agent, shared.config.stop_signal).await;
                     kill_at = Some(tokio::time::Instant::now() + timeout);
                 }
-                Some(Command::Kill { signal }) => {
-                    if signal == SIGKILL || signal == shared.config.stop_signal {
+                Some(Command::Kill { signal: sig }) => {
+                    if sig == SIGKILL || sig == shared.config.stop_signal {
                         *stopped = true;
                     }
-                    let _ = agent.signal(MAIN, signal).await;
+                    signal(agent, sig).await;
+                    if sig == SIGKILL {
+                        give_up_at.get_or_insert(tokio::time::Instant::now() + GIVE_UP);
+                    }
                 }
-                Some(Command::Signal { signal }) => {
-                    let _ = agent.signal(MAIN, signal).await;
-                }
+                Some(Command::Signal { signal: sig }) => signal(agent, sig).await,
                 Some(Command::Abort) => {
                     *stopped = true;
-                    return RunEnd {
-                        exit: exit.unwrap_or(ExitStatus { code: 137, signal: SIGKILL }),
-                        aborted: true,
-                        ran: started.elapsed(),
-                    };
+                    return aborted(exit);
                 }
                 None => {}
             },
             () = sleep_until(kill_at), if exit.is_none() => {
                 kill_at = None;
-                let _ = agent.signal(MAIN, SIGKILL).await;
+                signal(agent, SIGKILL).await;
+                give_up_at = Some(tokio::time::Instant::now() + GIVE_UP);
+            }
+            () = sleep_until(give_up_at), if exit.is_none() => {
+                tracing::warn!("no exit {GIVE_UP:?} after SIGKILL: killing the sandbox");
+                return aborted(exit);
             }
             () = sleep_until(drain_deadline) => {
                 tracing::debug!("output still open {DRAIN:?} after the process exited; not waiting longer");
@@ -362,6 +390,21 @@ async fn pump(
         exit: exit.unwrap_or_default(),
         aborted: false,
         ran: started.elapsed(),
+    }
+}
+
+/// How long a signal to the main process may take to be delivered, and how
+/// long after SIGKILL the process may take to be reported gone.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(2);
+const GIVE_UP: Duration = Duration::from_secs(5);
+
+/// A signal to the main process; a guest that does not answer in time is
+/// left to the give-up timer.
+async fn signal(agent: &Agent, sig: i32) {
+    match tokio::time::timeout(SIGNAL_TIMEOUT, agent.signal(MAIN, sig)).await {
+        Ok(Err(e)) => tracing::debug!("signal {sig}: {e}"),
+        Err(_) => tracing::warn!("signal {sig}: the guest did not answer"),
+        Ok(Ok(())) => {}
     }
 }
 

@@ -279,12 +279,22 @@ fn each_quiet(
     names: &[String],
     mut f: impl FnMut(&Container) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    each_named(containers, names, &mut |_, c| f(c))
+}
+
+/// Each container by the name given for it; errors reported one per line
+/// when there are several.
+fn each_named(
+    containers: &Containers,
+    names: &[String],
+    f: &mut dyn FnMut(&str, &Container) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut failed = None;
     for n in names {
         let r = containers
             .find(n)
             .map_err(anyhow::Error::from)
-            .and_then(|c| f(&c));
+            .and_then(|c| f(n, &c));
         if let Err(e) = r {
             if names.len() > 1 {
                 eprintln!("Error: {}", crate::output::one_line(&e));
@@ -299,16 +309,17 @@ fn each_quiet(
     }
 }
 
+/// As docker does, each container is echoed as it was named.
 fn each_inner(
     containers: &Containers,
     names: &[String],
     print: bool,
     f: &mut dyn FnMut(&Container) -> Result<(), container::ContainerError>,
 ) -> anyhow::Result<()> {
-    each_quiet(containers, names, |c| {
+    each_named(containers, names, &mut |given, c| {
         f(c)?;
         if print {
-            println!("{}", c.name());
+            println!("{given}");
         }
         Ok(())
     })
@@ -323,15 +334,18 @@ fn start(
 ) -> anyhow::Result<ExitCode> {
     let monitor = monitor_command(ctx, debug);
     if !a.attach {
+        // Starting a running container does nothing, as in docker.
         each(containers, &a.containers, |c| {
-            container::start(
+            match container::start(
                 containers,
                 c,
                 StartOptions::default(),
                 &monitor,
                 &mut |_| {},
-            )
-            .map(|_| ())
+            ) {
+                Ok(_) | Err(container::ContainerError::AlreadyRunning(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
         })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -340,6 +354,12 @@ fn start(
     }
     let c = containers.find(&a.containers[0])?;
     let _enter = rt.enter();
+    if c.status().is_active() {
+        // Already running: attach to it, as docker's start -a does.
+        let stdin = a.interactive && c.config.process.open_stdin;
+        let end = attach_and_pump(rt, &c, stdin, false)?;
+        return end_code(end, || {});
+    }
     let mut started = container::start(
         containers,
         &c,
@@ -488,14 +508,24 @@ fn stats(
         let mut rows = Vec::new();
         let mut json = Vec::new();
         for (i, c) in chosen.iter().enumerate() {
-            let first = match prev[i] {
-                Some(s) => s,
-                None => rt.block_on(container::sample(c))?,
+            // A container that stops while watched drops out of the table
+            // (one named alone with --no-stream is an error).
+            let reading = (|| {
+                let first = match prev[i] {
+                    Some(s) => s,
+                    None => {
+                        let s = rt.block_on(container::sample(c))?;
+                        std::thread::sleep(interval);
+                        s
+                    }
+                };
+                Ok::<_, container::ContainerError>((first, rt.block_on(container::sample(c))?))
+            })();
+            let (first, now) = match reading {
+                Ok(r) => r,
+                Err(e) if a.no_stream => return Err(e.into()),
+                Err(_) => continue,
             };
-            if prev[i].is_none() {
-                std::thread::sleep(interval);
-            }
-            let now = rt.block_on(container::sample(c))?;
             let s = container::Stats::between(&first, &now);
             prev[i] = Some(now);
             let h = crate::output::human_size;

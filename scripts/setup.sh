@@ -14,12 +14,15 @@ PACKAGES=(
   gcc libc6-dev pkg-config
   protobuf-compiler # protoc, for skiff-proto's generated gRPC code
   cpio              # tests read back the initramfs
+  nftables          # nft: NAT, published ports and isolation of skiff networks
+  passt             # user-mode networking for containers of non-root users
+  iproute2          # ip netns: the network tests run in namespaces of their own
 )
 
 # --peers: also what the slow suite needs: the peers it checks against, and
 # debootstrap for skiff-ext4's Debian rootfs test (cached outside the clone).
 if [ "${1:-}" = --peers ]; then
-  PACKAGES+=(docker.io podman debootstrap)
+  PACKAGES+=(docker.io podman debootstrap iperf3)
 fi
 
 missing=()
@@ -66,7 +69,7 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and re-run" >&2
   exit 1
 fi
-for t in docker-registry skopeo umoci htpasswd protoc cpio; do
+for t in docker-registry skopeo umoci htpasswd protoc cpio nft passt; do
   command -v "$t" >/dev/null || { echo "setup: $t missing after install" >&2; exit 1; }
 done
 echo "setup: ok"

@@ -52,6 +52,27 @@ pub struct RootSetup {
     pub fstype: String,
     pub readonly: bool,
     pub hostname: String,
+    /// /etc/hosts after the localhost lines: (address, names).
+    pub hosts: Vec<(String, Vec<String>)>,
+    /// /etc/resolv.conf; the image's file stays when all are empty.
+    pub nameservers: Vec<String>,
+    pub search: Vec<String>,
+    pub dns_options: Vec<String>,
+}
+
+/// The guest's network: loopback, and eth0 when the container has a network.
+#[derive(Debug, Clone, Default)]
+pub struct GuestNetwork {
+    /// eth0 by its MAC, with `address/prefix`, MTU and the default route.
+    pub eth0: Option<GuestInterface>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestInterface {
+    pub mac: String,
+    pub cidr: String,
+    pub mtu: u32,
+    pub gateway: Option<String>,
 }
 
 /// A process to run in the container.
@@ -178,12 +199,52 @@ impl Agent {
                 rootfs_fstype: s.fstype.clone(),
                 readonly: s.readonly,
                 hostname: s.hostname.clone(),
-                ..Default::default()
+                hosts: s
+                    .hosts
+                    .iter()
+                    .map(|(ip, names)| v1::HostEntry {
+                        ip: ip.clone(),
+                        names: names.clone(),
+                    })
+                    .collect(),
+                nameservers: s.nameservers.clone(),
+                search: s.search.clone(),
+                dns_options: s.dns_options.clone(),
             })
             .await
             .map_err(AgentError::from_status(
                 "setting up the container's root filesystem",
             ))?;
+        Ok(())
+    }
+
+    /// Brings loopback up, and eth0 with its address and default route.
+    pub async fn configure_network(&self, n: &GuestNetwork) -> Result<()> {
+        let mut interfaces = vec![v1::Interface {
+            name: "lo".into(),
+            ..Default::default()
+        }];
+        let mut routes = Vec::new();
+        if let Some(e) = &n.eth0 {
+            interfaces.push(v1::Interface {
+                name: String::new(),
+                mac: e.mac.clone(),
+                addresses: vec![e.cidr.clone()],
+                mtu: e.mtu,
+            });
+            if let Some(gw) = &e.gateway {
+                routes.push(v1::Route {
+                    destination: "default".into(),
+                    gateway: gw.clone(),
+                    device: String::new(),
+                });
+            }
+        }
+        self.client
+            .clone()
+            .configure_network(v1::NetworkConfig { interfaces, routes })
+            .await
+            .map_err(AgentError::from_status("configuring the network"))?;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ pub struct ImageProcess {
     pub healthcheck: Option<ImageHealthcheck>,
     #[serde(rename = "Labels", default)]
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// `"80/tcp": {}`: the ports `-P` publishes.
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// docker's `Healthcheck` in an image config (durations in nanoseconds; 0 or

@@ -13,6 +13,8 @@ pub mod image_config;
 pub mod logs;
 /// The per-container monitor process and its socket protocol.
 pub mod monitor;
+/// Networks: bridges, taps, addresses, NAT, published ports, names.
+pub mod network;
 /// qcow2 overlays over a base image.
 pub mod overlay;
 /// Where things live under the store root.

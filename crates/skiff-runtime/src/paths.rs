@@ -20,6 +20,14 @@ impl Paths {
             kernels,
         }
     }
+    /// The store of a container's directory (`<root>/containers/<id>`).
+    pub fn of_container_dir(dir: &Path) -> Self {
+        Self::new(
+            dir.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/")),
+        )
+    }
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -26,6 +26,8 @@ pub struct VmBase {
     pub init: PathBuf,
     pub kernel: KernelInfo,
     pub initramfs: PathBuf,
+    /// The initramfs with virtio-net too, for VMs with a network card.
+    pub initramfs_net: PathBuf,
     pub qemu: QemuBinary,
     pub accel: AccelChoice,
 }
@@ -37,12 +39,16 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
     let kernel = skiff_sandbox::kernel::find(paths.kernels())?;
     let cache = paths.cache();
     let initramfs = skiff_sandbox::initramfs::build(&cache, &init, &kernel)?;
+    let mut net_modules = skiff_sandbox::initramfs::BOOT_MODULES.to_vec();
+    net_modules.push("virtio_net");
+    let initramfs_net = skiff_sandbox::initramfs::build_with(&cache, &init, &kernel, &net_modules)?;
     let qemu = QemuBinary::find()?;
     let accel = skiff_sandbox::accel::choose(&cache, &qemu, &kernel, &initramfs);
     Ok(VmBase {
         init,
         kernel,
         initramfs,
+        initramfs_net,
         qemu,
         accel,
     })
@@ -50,8 +56,16 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
 
 impl VmBase {
     /// The VM of the container in `dir`: its overlay as the root disk, the
-    /// directory for the control socket and the VM's logs.
-    pub fn config(&self, dir: &Path, cpus: u32, memory_mib: u32, debug: bool) -> VmConfig {
+    /// directory for the control socket and the VM's logs. `nics`: its
+    /// network cards (the initramfs then loads virtio-net).
+    pub fn config(
+        &self,
+        dir: &Path,
+        cpus: u32,
+        memory_mib: u32,
+        debug: bool,
+        nics: Vec<skiff_sandbox::qemu::Nic>,
+    ) -> VmConfig {
         let boot_timeout = std::env::var("SKIFF_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -63,7 +77,11 @@ impl VmBase {
         VmConfig {
             qemu: self.qemu.clone(),
             kernel: self.kernel.clone(),
-            initramfs: self.initramfs.clone(),
+            initramfs: if nics.is_empty() {
+                self.initramfs.clone()
+            } else {
+                self.initramfs_net.clone()
+            },
             accel: self.accel.accel,
             cpus,
             memory_mib,
@@ -76,6 +94,7 @@ impl VmBase {
             extra_cmdline: Vec::new(),
             debug,
             boot_timeout,
+            nics,
         }
     }
 }

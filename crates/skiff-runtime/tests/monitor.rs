@@ -106,6 +106,7 @@ fn config(id: &str, script: &str) -> ContainerConfig {
         healthcheck: None,
         log_opts: vec![],
         created: skiff_runtime::time::now_rfc3339(),
+        network: Default::default(),
     }
 }
 

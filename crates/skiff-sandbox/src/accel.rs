@@ -264,7 +264,7 @@ pub fn probe_boot(
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: the hook only makes async-signal-safe calls.
-    unsafe { cmd.pre_exec(crate::child::pre_exec_hook(None)) };
+    unsafe { cmd.pre_exec(crate::child::pre_exec_hook(None, Vec::new())) };
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", qemu.path.display()))?;

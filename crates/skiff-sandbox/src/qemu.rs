@@ -1,6 +1,7 @@
 //! The QEMU binary and the command line of a microvm.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -191,6 +192,22 @@ pub struct Disk {
     pub readonly: bool,
 }
 
+/// What a network card is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicBackend {
+    /// An open tap device (the caller keeps it open until the VM booted).
+    TapFd(RawFd),
+    /// A user-mode network (passt) listening on a UNIX socket.
+    Stream(PathBuf),
+}
+
+/// A virtio-net card (eth0, eth1, ... in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub backend: NicBackend,
+    pub mac: String,
+}
+
 /// Everything needed to boot one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -209,6 +226,20 @@ pub struct VmConfig {
     pub debug: bool,
     /// From QEMU's start to the agent's Hello answer.
     pub boot_timeout: Duration,
+    pub nics: Vec<Nic>,
+}
+
+impl VmConfig {
+    /// The taps QEMU inherits, in card order.
+    pub fn tap_fds(&self) -> Vec<RawFd> {
+        self.nics
+            .iter()
+            .filter_map(|n| match n.backend {
+                NicBackend::TapFd(fd) => Some(fd),
+                NicBackend::Stream(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Where the guest's serial console goes.
@@ -342,6 +373,26 @@ pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("virtio-blk-device,drive=disk{i}").into());
     }
+    let mut tap_fd = crate::child::FIRST_NIC_FD;
+    for (i, nic) in cfg.nics.iter().enumerate() {
+        a.push("-netdev".into());
+        a.push(match &nic.backend {
+            NicBackend::TapFd(_) => {
+                // QEMU finds the tap's virtio-net header support itself (vnet_hdr
+                // may not be given with fd=).
+                let s = format!("tap,id=net{i},fd={tap_fd}");
+                tap_fd += 1;
+                s.into()
+            }
+            NicBackend::Stream(path) => opt(
+                &format!("stream,id=net{i},server=off,addr.type=unix,addr.path="),
+                path,
+                "",
+            ),
+        });
+        a.push("-device".into());
+        a.push(format!("virtio-net-device,netdev=net{i},mac={}", nic.mac).into());
+    }
     a.push("-device".into());
     a.push("virtio-serial-device".into());
     a.push("-chardev".into());
@@ -390,6 +441,7 @@ mod tests {
             extra_cmdline: vec!["foo=bar".into()],
             debug: true,
             boot_timeout: Duration::from_secs(30),
+            nics: Vec::new(),
         }
     }
 

@@ -112,7 +112,12 @@ impl RunningVm {
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: the hook only makes async-signal-safe calls.
-        unsafe { cmd.pre_exec(crate::child::pre_exec_hook(control.child_fd())) };
+        unsafe {
+            cmd.pre_exec(crate::child::pre_exec_hook(
+                control.child_fd(),
+                cfg.tap_fds(),
+            ))
+        };
         let ControlListener { listener, .. } = control;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(state_err)?;
 

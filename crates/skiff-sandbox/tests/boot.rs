@@ -354,6 +354,7 @@ async fn boots_skiff_init_and_shuts_down() {
         extra_cmdline: vec![],
         debug: true,
         boot_timeout: Duration::from_secs(60),
+        nics: Vec::new(),
     };
     let t = Instant::now();
     let vm = RunningVm::boot(cfg).await.unwrap_or_else(|e| panic!("{e}"));
@@ -398,6 +399,7 @@ fn tiny_vm(tmp: &Path, state: &str, timeout: Duration) -> VmConfig {
         extra_cmdline: vec![],
         debug: false,
         boot_timeout: timeout,
+        nics: Vec::new(),
     }
 }
 

@@ -85,6 +85,11 @@ enum Command {
     Stats(commands::container::StatsArgs),
     /// Copy files between a container and the host (same as `skiff container cp`).
     Cp(commands::container::CpArgs),
+    /// Manage networks: create, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
+    /// Where a container's ports are published on the host.
+    Port(commands::network::PortArgs),
     /// A container's monitor (started by `skiff start`; not for direct use).
     #[command(name = "__monitor", hide = true)]
     Monitor(commands::monitor::MonitorArgs),
@@ -141,6 +146,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(a) => return container(&ctx, ContainerCommand::Top(a), cli.debug),
         Command::Stats(a) => return container(&ctx, ContainerCommand::Stats(a), cli.debug),
         Command::Cp(a) => return container(&ctx, ContainerCommand::Cp(a), cli.debug),
+        Command::Network(c) => commands::network::network(&ctx, c),
+        Command::Port(a) => commands::network::port(&ctx, a),
         Command::Monitor(a) => commands::monitor::monitor(&ctx, a, cli.debug),
         Command::System(c) => commands::system::run(&ctx, c, cli.debug),
         Command::Image(c) => commands::image::run(&ctx, c),

@@ -143,6 +143,9 @@ pub struct ContainerConfig {
     pub log_opts: Vec<String>,
     /// RFC 3339.
     pub created: String,
+    /// The network it joins, its published ports, names and resolver.
+    #[serde(default)]
+    pub network: crate::network::ContainerNetwork,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::config::{ContainerConfig, HealthConfig, ProcessConfig, RestartPolicy}
 use super::state::ContainerState;
 use super::{io, write_json, Container, ContainerError, Containers, Result, STATE_FILE};
 use crate::image_config::{self, ImageHealthcheck, ImageProcess, Overrides};
+use crate::network::ContainerNetwork;
 
 /// What the user asked for, on top of the image.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,22 @@ pub struct CreateOptions {
     pub stop_timeout: Option<u32>,
     pub health: HealthOptions,
     pub log_opts: Vec<String>,
+    pub network: NetworkOptions,
+}
+
+/// `--network`, `-p`, `-P`, `--dns*`, `--add-host`, as given.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// A network's name or id, `none`; None: the default network.
+    pub network: Option<String>,
+    pub aliases: Vec<String>,
+    pub publish: Vec<String>,
+    pub publish_all: bool,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `name:ip`.
+    pub add_hosts: Vec<String>,
 }
 
 /// `--health-*` flags; unset ones come from the image's HEALTHCHECK.
@@ -42,6 +59,102 @@ pub struct HealthOptions {
     pub start_period: Option<Duration>,
     pub retries: Option<u32>,
     pub disable: bool,
+}
+
+/// The container's network from the flags: checked now, so that a bad one
+/// fails before anything is made.
+fn network(
+    paths: &crate::Paths,
+    o: &NetworkOptions,
+    image: &ImageProcess,
+) -> Result<ContainerNetwork> {
+    use crate::network::{ports, ExtraHost, NetworkMode, Networks, DEFAULT_NETWORK};
+    let invalid = |m: String| ContainerError::Invalid(m);
+    let mode = match o.network.as_deref() {
+        Some("none") => NetworkMode::None,
+        Some("host") => {
+            return Err(invalid(
+                "--network host is not available: each container has its own VM and kernel; publish ports with -p".into(),
+            ))
+        }
+        Some(n) if n.starts_with("container:") => {
+            return Err(invalid("--network container:… is not supported".into()))
+        }
+        Some("bridge") => NetworkMode::Bridge {
+            network: DEFAULT_NETWORK.into(),
+        },
+        Some(n) => {
+            let found = Networks::new(paths)
+                .find(n)
+                .map_err(|e| invalid(e.to_string()))?;
+            NetworkMode::Bridge {
+                network: found.config.name,
+            }
+        }
+        // Bridges and taps need root; a non-root user's containers have
+        // loopback only (user-mode networking is to come).
+        None if !rustix::process::geteuid().is_root() => NetworkMode::None,
+        None => NetworkMode::Bridge {
+            network: DEFAULT_NETWORK.into(),
+        },
+    };
+    let mut mappings = Vec::new();
+    for spec in &o.publish {
+        mappings.extend(ports::parse_publish(spec).map_err(|e| invalid(e.to_string()))?);
+    }
+    if o.publish_all {
+        for key in image.exposed_ports.iter().flat_map(|m| m.keys()) {
+            for (port, protocol) in ports::parse_exposed(key).map_err(|e| invalid(e.to_string()))? {
+                if !mappings
+                    .iter()
+                    .any(|m| m.container_port == port && m.protocol == protocol)
+                {
+                    mappings.push(ports::PortMapping {
+                        host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        host_port: 0,
+                        container_port: port,
+                        protocol,
+                    });
+                }
+            }
+        }
+    }
+    let user_network =
+        matches!(&mode, NetworkMode::Bridge { network } if network != DEFAULT_NETWORK);
+    if !o.aliases.is_empty() && !user_network {
+        return Err(invalid(
+            "--network-alias needs a user-defined network (skiff network create)".into(),
+        ));
+    }
+    if !mappings.is_empty() && mode == NetworkMode::None {
+        return Err(invalid(
+            "published ports need a network: drop --network none".into(),
+        ));
+    }
+    let mut extra_hosts = Vec::new();
+    for h in &o.add_hosts {
+        let (name, ip) = h
+            .split_once(':')
+            .filter(|(n, ip)| !n.is_empty() && ip.parse::<std::net::IpAddr>().is_ok())
+            .ok_or_else(|| invalid(format!("invalid --add-host {h:?}: use name:ip")))?;
+        extra_hosts.push(ExtraHost {
+            name: name.to_owned(),
+            ip: ip.to_owned(),
+        });
+    }
+    for d in &o.dns {
+        d.parse::<std::net::IpAddr>()
+            .map_err(|_| invalid(format!("invalid --dns {d:?}: use an IP address")))?;
+    }
+    Ok(ContainerNetwork {
+        mode,
+        aliases: o.aliases.clone(),
+        ports: mappings,
+        dns: o.dns.clone(),
+        dns_search: o.dns_search.clone(),
+        dns_options: o.dns_options.clone(),
+        extra_hosts,
+    })
 }
 
 /// docker's default stop timeout.
@@ -78,6 +191,7 @@ pub fn create(
     crate::logs::LogOptions::parse(&o.log_opts)
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let healthcheck = healthcheck(&o.health, image.healthcheck.as_ref())?;
+    let network = network(containers.paths(), &o.network, &image)?;
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(o.labels.clone());
 
@@ -112,6 +226,7 @@ pub fn create(
         healthcheck,
         log_opts: o.log_opts.clone(),
         created: crate::time::now_rfc3339(),
+        network,
     };
 
     let _names = containers.names_lock()?;

@@ -100,6 +100,64 @@ pub fn inspect(c: &Container) -> Value {
             "Healthcheck": health_cfg,
         },
         "ImageDigest": cfg.image_digest,
-        "NetworkSettings": {},
+        "NetworkSettings": network_settings(c),
+    })
+}
+
+/// The published ports in docker's shape: `{"80/tcp": [{HostIp, HostPort}]}`.
+pub fn ports_json(ports: &[crate::network::PortMapping]) -> Value {
+    let mut out = serde_json::Map::new();
+    for p in ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let entry = out.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({
+                "HostIp": p.host_ip.to_string(),
+                "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+            }));
+        }
+    }
+    Value::Object(out)
+}
+
+fn network_settings(c: &Container) -> Value {
+    let spec = &c.config.network;
+    let paths = crate::Paths::of_container_dir(c.dir());
+    let lease = crate::network::lease_of(&paths, c.id(), spec);
+    let running = c.status().is_active();
+    // Bound ports while it runs; as asked otherwise.
+    let ports = match &lease {
+        Some((_, l)) if running && l.running => ports_json(&l.ports),
+        _ => ports_json(&spec.ports),
+    };
+    let mut networks = serde_json::Map::new();
+    let (mut ip, mut prefix, mut gateway, mut mac) =
+        (String::new(), 0, String::new(), String::new());
+    if let Some((net, l)) = &lease {
+        ip = l.ip.to_string();
+        prefix = net.subnet.prefix_len();
+        gateway = net.gateway.to_string();
+        mac = l.mac.clone();
+        networks.insert(
+            net.name.clone(),
+            json!({
+                "NetworkID": net.id,
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "Gateway": gateway,
+                "MacAddress": mac,
+                "Aliases": spec.aliases,
+                "DNSNames": l.names,
+            }),
+        );
+    }
+    json!({
+        "NetworkMode": spec.network().unwrap_or("none"),
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+        "Ports": ports,
+        "Networks": networks,
     })
 }

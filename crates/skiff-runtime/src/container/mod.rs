@@ -24,6 +24,7 @@ mod exec;
 mod inspect;
 mod kill;
 mod logs;
+mod port;
 mod start;
 mod stats;
 mod stop;
@@ -32,12 +33,13 @@ mod wait;
 
 pub use attach::{attach, AttachOptions, Session, SessionEvent, SessionInput};
 pub use cp::{copy_from, copy_to, CopySource, CopyTarget};
-pub use create::{create, default_name, CreateOptions, HealthOptions};
+pub use create::{create, default_name, CreateOptions, HealthOptions, NetworkOptions};
 pub use delete::{prune, remove};
 pub use exec::{exec, ExecOptions};
-pub use inspect::inspect;
+pub use inspect::{inspect, ports_json};
 pub use kill::kill;
 pub use logs::logs;
+pub use port::ports;
 pub use start::{start, wanted_at_boot, MonitorCommand, StartOptions, Started, READY_FD};
 pub use stats::{sample, Sample, Stats};
 pub use stop::{restart, stop};
@@ -159,7 +161,7 @@ impl Container {
 }
 
 pub(crate) const STATE_FILE: &str = "state.json";
-pub(crate) const MONITOR_LOCK: &str = "monitor.lock";
+pub const MONITOR_LOCK: &str = "monitor.lock";
 const START_LOCK: &str = "start.lock";
 
 /// Whether the container's monitor is running (it holds its lock).

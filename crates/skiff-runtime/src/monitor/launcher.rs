@@ -3,12 +3,13 @@
 //! namespace backend and in-memory test sandboxes behind the same trait).
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 
 use skiff_sandbox::Sandbox;
 
-use crate::agent::{Agent, RootSetup};
+use crate::agent::{Agent, GuestInterface, GuestNetwork, RootSetup};
 use crate::container::config::ContainerConfig;
 use crate::vmbase::{self, VmBase};
 use crate::Paths;
@@ -21,6 +22,8 @@ pub enum LaunchError {
     Boot(#[from] skiff_sandbox::VmError),
     #[error("{0}")]
     Setup(#[from] crate::agent::AgentError),
+    #[error("{0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 pub type LaunchFuture<'a> =
@@ -67,9 +70,41 @@ impl Launcher for VmLauncher {
     fn launch<'a>(&'a self, config: &'a ContainerConfig, dir: &'a Path) -> LaunchFuture<'a> {
         Box::pin(async move {
             let base = self.base()?;
-            let vm_config = base.config(dir, config.cpus, config.memory_mib, self.debug);
+            let attached =
+                crate::network::attach(&self.paths, &config.id, &config.name, &config.network)
+                    .await?;
+            let nics = attached
+                .iter()
+                .map(|a| skiff_sandbox::qemu::Nic {
+                    backend: skiff_sandbox::qemu::NicBackend::TapFd(a.tap_fd().as_raw_fd()),
+                    mac: a.mac.clone(),
+                })
+                .collect();
+            let vm_config = base.config(dir, config.cpus, config.memory_mib, self.debug, nics);
             let vm = skiff_sandbox::RunningVm::boot(vm_config).await?;
             let agent = Agent::new(vm.agent());
+            let net = &config.network;
+            agent
+                .configure_network(&GuestNetwork {
+                    eth0: attached.as_ref().map(|a| GuestInterface {
+                        mac: a.mac.clone(),
+                        cidr: format!("{}/{}", a.ip, a.prefix),
+                        mtu: a.mtu,
+                        gateway: Some(a.gateway.to_string()),
+                    }),
+                })
+                .await?;
+            let mut hosts = Vec::new();
+            if let Some(a) = &attached {
+                hosts.push((a.ip.to_string(), vec![config.hostname.clone()]));
+            }
+            for h in &net.extra_hosts {
+                hosts.push((h.ip.clone(), vec![h.name.clone()]));
+            }
+            let (nameservers, search) = match &attached {
+                Some(a) => (a.nameservers.clone(), a.search.clone()),
+                None => (net.dns.clone(), net.dns_search.clone()),
+            };
             agent
                 .setup_root(&RootSetup {
                     // The overlay is the VM's first (and only) disk.
@@ -77,9 +112,45 @@ impl Launcher for VmLauncher {
                     fstype: "ext4".into(),
                     readonly: false,
                     hostname: config.hostname.clone(),
+                    hosts,
+                    nameservers,
+                    search,
+                    dns_options: net.dns_options.clone(),
                 })
                 .await?;
-            Ok(Box::new(vm) as Box<dyn Sandbox>)
+            Ok(Box::new(Networked {
+                vm,
+                _network: attached,
+            }) as Box<dyn Sandbox>)
         })
+    }
+}
+
+/// A VM and what its network holds on the host (tap, port publisher, name
+/// server), which goes when the VM does.
+struct Networked {
+    vm: skiff_sandbox::RunningVm,
+    _network: Option<crate::network::Attached>,
+}
+
+impl Sandbox for Networked {
+    fn agent(&self) -> skiff_sandbox::AgentClient<skiff_sandbox::Channel> {
+        self.vm.agent()
+    }
+    fn shutdown(
+        self: Box<Self>,
+        grace: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), skiff_sandbox::SandboxError>> + Send>>
+    {
+        Box::new(self.vm).shutdown(grace)
+    }
+    fn kill(&mut self) {
+        self.vm.kill()
+    }
+    fn host_pid(&self) -> Option<u32> {
+        Some(self.vm.pid())
+    }
+    fn boot_timings(&self) -> skiff_sandbox::BootTimings {
+        self.vm.timings()
     }
 }

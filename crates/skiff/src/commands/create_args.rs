@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use skiff_runtime::container::config::RestartPolicy;
-use skiff_runtime::container::{self, Container, Containers, CreateOptions, HealthOptions};
+use skiff_runtime::container::{
+    self, Container, Containers, CreateOptions, HealthOptions, NetworkOptions,
+};
 use skiff_runtime::image_config::Overrides;
 
 use super::Context;
@@ -28,7 +30,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Args)]
+// docker's -h is the host name; help stays on --help.
+#[command(disable_help_flag = true)]
 pub struct CreateArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Name of the container (default: a generated one).
     #[arg(long)]
     pub name: Option<String>,
@@ -54,8 +61,39 @@ pub struct CreateArgs {
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
     /// Host name inside the container (default: the first 12 digits of its ID).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
+    /// Network to join: a name or ID from `skiff network ls`, or none
+    /// (loopback only). Default: the skiff network (root), none otherwise.
+    #[arg(long, alias = "net", value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// Another name for the container on its (user-defined) network.
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "NAME")]
+    pub network_aliases: Vec<String>,
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp],
+    /// ranges as 8000-8001:80-81. No host port: a free one (see `skiff port`).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CONTAINER[/PROTO]"
+    )]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Name server for the container (default: the network's, which knows
+    /// the other containers' names and asks the host's for the rest).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// DNS search domain.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option (e.g. ndots:2).
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    pub dns_options: Vec<String>,
+    /// Add a line to /etc/hosts.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     /// Virtual CPUs of the VM.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
@@ -173,6 +211,16 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
             disable: a.no_healthcheck,
         },
         log_opts: a.log_opts.clone(),
+        network: NetworkOptions {
+            network: a.network.clone(),
+            aliases: a.network_aliases.clone(),
+            publish: a.publish.clone(),
+            publish_all: a.publish_all,
+            dns: a.dns.clone(),
+            dns_search: a.dns_search.clone(),
+            dns_options: a.dns_options.clone(),
+            add_hosts: a.add_hosts.clone(),
+        },
     };
     if let Some(p) = &a.cidfile {
         if p.exists() {

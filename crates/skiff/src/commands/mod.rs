@@ -7,6 +7,7 @@ pub mod image;
 pub mod login;
 pub mod mkfs;
 pub mod monitor;
+pub mod network;
 pub mod ps;
 pub mod run;
 pub mod session;

@@ -1,0 +1,249 @@
+//! A container's place on its network for one run of its sandbox: lease,
+//! bridge, tap, rules, published ports and the name server, taken by the
+//! monitor before the VM boots and given back when it ends.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::firewall::{self, Endpoint};
+use super::ports::{self, PortMapping};
+use super::store::{Locked, NetworkFile, Networks};
+use super::{dns, link, tap, ContainerNetwork, NetworkError};
+use crate::Paths;
+
+/// The port the name server answers on.
+const DNS_PORT: u16 = 53;
+
+/// What the guest is told and what the host holds for it while it runs.
+/// Dropping it stops the port publisher and the name server, and closes the
+/// monitor's copy of the tap.
+pub struct Attached {
+    pub network: String,
+    pub tap: OwnedFd,
+    pub tap_name: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub internal: bool,
+    /// The guest's resolv.conf.
+    pub nameservers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    /// The published ports as bound.
+    pub ports: Vec<PortMapping>,
+    _services: tokio::task::JoinSet<()>,
+}
+
+impl Attached {
+    /// The tap's fd, for QEMU.
+    pub fn tap_fd(&self) -> &OwnedFd {
+        &self.tap
+    }
+}
+
+fn monitor_lock(paths: &Paths, id: &str) -> PathBuf {
+    paths
+        .containers()
+        .join(id)
+        .join(crate::container::MONITOR_LOCK)
+}
+
+/// Brings the network's rules and bridge in line with its running
+/// containers (those whose monitor holds its lock, `exclude` aside), drops
+/// leases of containers that no longer exist, and saves.
+fn reconcile(
+    paths: &Paths,
+    locked: &mut Locked,
+    exclude: Option<&str>,
+) -> Result<(), NetworkError> {
+    let containers = paths.containers();
+    locked
+        .file
+        .leases
+        .retain(|l| containers.join(&l.container_id).is_dir());
+    let mut endpoints = Vec::new();
+    for l in &mut locked.file.leases {
+        let alive = Some(l.container_id.as_str()) != exclude
+            && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(false);
+        if !alive {
+            l.running = false;
+            l.ports.clear();
+            continue;
+        }
+        if l.running {
+            endpoints.push(Endpoint {
+                tap: tap::name_for(&l.container_id),
+                ip: l.ip,
+                mac: l.mac.clone(),
+                ports: l.ports.clone(),
+            });
+        }
+    }
+    let net = &locked.file.config;
+    if endpoints.is_empty() {
+        firewall::apply(&firewall::ruleset(net, &[]))?;
+        link::delete(&net.bridge)?;
+    } else {
+        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix_len())?;
+        firewall::apply(&firewall::ruleset(net, &endpoints))?;
+    }
+    locked.save()
+}
+
+/// Connects container `id` (named `name`) to its network for one run; None
+/// for `--network none`.
+pub async fn attach(
+    paths: &Paths,
+    id: &str,
+    name: &str,
+    spec: &ContainerNetwork,
+) -> Result<Option<Attached>, NetworkError> {
+    let Some(network) = spec.network() else {
+        return Ok(None);
+    };
+    let networks = Networks::new(paths);
+    // Bound first: a port in use fails before anything else is made.
+    let bound = ports::bind_all(&spec.ports)?;
+    let mut locked = networks.lock(network)?;
+    let mut names = vec![name.to_owned()];
+    names.extend(spec.aliases.iter().cloned());
+    let lease = locked.file.lease_for(id, names)?;
+    let net = locked.file.config.clone();
+    let tap_name = tap::name_for(id);
+    let made = (|| {
+        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix_len())?;
+        firewall::enable_forwarding()?;
+        let fd = tap::open(&tap_name)?;
+        link::attach(&tap_name, &net.bridge)?;
+        Ok::<_, NetworkError>(fd)
+    })();
+    let fd = match made {
+        Ok(fd) => fd,
+        Err(e) => {
+            // The tap (if any) went with its fd; the rules are put back as
+            // they were without us.
+            let _ = reconcile(paths, &mut locked, Some(id));
+            return Err(e);
+        }
+    };
+    let mapped = bound.mappings();
+    if let Some(l) = locked.file.leases.iter_mut().find(|l| l.container_id == id) {
+        l.running = true;
+        l.ports = mapped.clone();
+    }
+    if let Err(e) = reconcile(paths, &mut locked, None) {
+        let _ = reconcile(paths, &mut locked, Some(id));
+        return Err(e);
+    }
+    drop(locked);
+
+    let mut services = tokio::task::JoinSet::new();
+    let target = lease.ip;
+    services.spawn(async move { bound.serve(target).await });
+    let dns_addr = SocketAddrV4::new(net.gateway, DNS_PORT);
+    let socket = dns::bind(dns_addr).map_err(|source| NetworkError::Dns {
+        addr: dns_addr,
+        source,
+    })?;
+    let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| dns::upstreams_from_resolv_conf(&t))
+        .unwrap_or_default();
+    let names: Arc<dyn dns::Names> = Arc::new(FileNames::new(&networks, &net.name, net.dns));
+    services.spawn(dns::serve(socket, names, upstreams));
+
+    let nameservers = if spec.dns.is_empty() {
+        vec![net.gateway.to_string()]
+    } else {
+        spec.dns.clone()
+    };
+    Ok(Some(Attached {
+        network: net.name.clone(),
+        tap: fd,
+        tap_name,
+        mac: lease.mac,
+        ip: lease.ip,
+        prefix: net.subnet.prefix_len(),
+        gateway: net.gateway,
+        mtu: link::MTU,
+        internal: net.internal,
+        nameservers,
+        search: spec.dns_search.clone(),
+        options: spec.dns_options.clone(),
+        ports: mapped,
+        _services: services,
+    }))
+}
+
+/// The container's run is over: its rules go (and the bridge with the
+/// network's last running container). Its address stays leased.
+pub fn detach(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), NetworkError> {
+    let Some(network) = spec.network() else {
+        return Ok(());
+    };
+    let mut locked = match Networks::new(paths).lock(network) {
+        Ok(l) => l,
+        Err(NetworkError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    reconcile(paths, &mut locked, Some(id))
+}
+
+/// The container is removed: its address is free again.
+pub fn release(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), NetworkError> {
+    let Some(network) = spec.network() else {
+        return Ok(());
+    };
+    let mut locked = match Networks::new(paths).lock(network) {
+        Ok(l) => l,
+        Err(NetworkError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    locked.file.leases.retain(|l| l.container_id != id);
+    reconcile(paths, &mut locked, Some(id))
+}
+
+/// Names from the network's file, read again when it changes.
+struct FileNames {
+    path: PathBuf,
+    enabled: bool,
+    cache: Mutex<Option<(std::time::SystemTime, u64, NetworkFile)>>,
+}
+
+impl FileNames {
+    fn new(networks: &Networks, name: &str, enabled: bool) -> Self {
+        Self {
+            path: networks.file_path(name),
+            enabled,
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn current(&self, path: &Path) -> Option<NetworkFile> {
+        let meta = std::fs::metadata(path).ok()?;
+        let key = (meta.modified().ok()?, meta.len());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((m, l, f)) = cache.as_ref() {
+            if (*m, *l) == key {
+                return Some(f.clone());
+            }
+        }
+        let f: NetworkFile = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        *cache = Some((key.0, key.1, f.clone()));
+        Some(f)
+    }
+}
+
+impl dns::Names for FileNames {
+    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        if !self.enabled {
+            return None;
+        }
+        let file = self.current(&self.path)?;
+        let ips = file.resolve(name);
+        (!ips.is_empty()).then_some(ips)
+    }
+}

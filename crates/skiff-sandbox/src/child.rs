@@ -8,8 +8,8 @@ use std::os::fd::RawFd;
 /// socket is reached through `/proc/self/fd/<n>/` (see [`crate::control`]).
 pub const STATE_DIR_FD: RawFd = 3;
 
-/// The fd number of the first network card's tap (`-netdev tap,fd=`); the
-/// next card's is one more.
+/// The fd number of the first network card's tap or stream socket; the next
+/// card's is one more.
 pub const FIRST_NIC_FD: RawFd = 4;
 
 /// Where inherited fds are parked between their two dup2s, above anything
@@ -29,7 +29,7 @@ pub fn pre_exec_hook(
     keep_fd: Option<RawFd>,
     nic_fds: Vec<RawFd>,
 ) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
-    let parent = std::process::id() as libc::pid_t;
+    let mut die_with_parent = skiff_util::child::die_with_parent();
     // (source, target) pairs, made before the fork: the child allocates nothing.
     let mut moves: Vec<(RawFd, RawFd)> = Vec::with_capacity(1 + nic_fds.len());
     if let Some(fd) = keep_fd {
@@ -40,22 +40,7 @@ pub fn pre_exec_hook(
     }
     move || {
         // Only async-signal-safe calls from here on: we are in the forked child.
-        // SAFETY: plain syscalls with constant arguments.
-        unsafe {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-        }
+        die_with_parent()?;
         // Park every source first, so that no target overwrites a source
         // still to be moved.
         for (i, (from, _)) in moves.iter().enumerate() {

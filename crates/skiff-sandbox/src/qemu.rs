@@ -197,8 +197,9 @@ pub struct Disk {
 pub enum NicBackend {
     /// An open tap device (the caller keeps it open until the VM booted).
     TapFd(RawFd),
-    /// A user-mode network (passt) listening on a UNIX socket.
-    Stream(PathBuf),
+    /// A connected stream socket to a user-mode network (passt) carrying
+    /// QEMU's length-prefixed frames.
+    StreamFd(RawFd),
 }
 
 /// A virtio-net card (eth0, eth1, ... in order).
@@ -230,13 +231,12 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// The taps QEMU inherits, in card order.
+    /// The fds QEMU inherits for its cards, in card order.
     pub fn tap_fds(&self) -> Vec<RawFd> {
         self.nics
             .iter()
-            .filter_map(|n| match n.backend {
-                NicBackend::TapFd(fd) => Some(fd),
-                NicBackend::Stream(_) => None,
+            .map(|n| match n.backend {
+                NicBackend::TapFd(fd) | NicBackend::StreamFd(fd) => fd,
             })
             .collect()
     }
@@ -373,22 +373,16 @@ pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("virtio-blk-device,drive=disk{i}").into());
     }
-    let mut tap_fd = crate::child::FIRST_NIC_FD;
     for (i, nic) in cfg.nics.iter().enumerate() {
+        let fd = crate::child::FIRST_NIC_FD + i as RawFd;
         a.push("-netdev".into());
         a.push(match &nic.backend {
-            NicBackend::TapFd(_) => {
-                // QEMU finds the tap's virtio-net header support itself (vnet_hdr
-                // may not be given with fd=).
-                let s = format!("tap,id=net{i},fd={tap_fd}");
-                tap_fd += 1;
-                s.into()
+            // QEMU finds the tap's virtio-net header support itself (vnet_hdr
+            // may not be given with fd=).
+            NicBackend::TapFd(_) => format!("tap,id=net{i},fd={fd}").into(),
+            NicBackend::StreamFd(_) => {
+                format!("stream,id=net{i},server=off,addr.type=fd,addr.str={fd}").into()
             }
-            NicBackend::Stream(path) => opt(
-                &format!("stream,id=net{i},server=off,addr.type=unix,addr.path="),
-                path,
-                "",
-            ),
         });
         a.push("-device".into());
         a.push(format!("virtio-net-device,netdev=net{i},mac={}", nic.mac).into());

@@ -24,6 +24,32 @@ pub fn keep_fd_at(fd: RawFd, at: RawFd) -> io::Result<()> {
     }
 }
 
+/// Returns a pre_exec step: SIGKILL when the spawning *thread* dies
+/// (PR_SET_PDEATHSIG), and exit at once if the parent died before the prctl
+/// took effect. Spawn from a thread that lives as long as the child.
+pub fn die_with_parent() -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    let parent = std::process::id() as libc::pid_t;
+    move || {
+        // SAFETY: plain syscalls with constant arguments; async-signal-safe.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Starts a new session (no controlling terminal: the terminal's signals and
 /// hang-up do not reach the child).
 pub fn new_session() -> io::Result<()> {

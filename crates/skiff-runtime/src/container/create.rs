@@ -80,7 +80,8 @@ fn network(
         Some(n) if n.starts_with("container:") => {
             return Err(invalid("--network container:… is not supported".into()))
         }
-        Some("bridge") => NetworkMode::Bridge {
+        Some("passt") | Some("pasta") => NetworkMode::User,
+        Some("bridge") if rustix::process::geteuid().is_root() => NetworkMode::Bridge {
             network: DEFAULT_NETWORK.into(),
         },
         Some(n) => {
@@ -91,9 +92,9 @@ fn network(
                 network: found.config.name,
             }
         }
-        // Bridges and taps need root; a non-root user's containers have
-        // loopback only (user-mode networking is to come).
-        None if !rustix::process::geteuid().is_root() => NetworkMode::None,
+        // Bridges and taps need root: a non-root user's containers get
+        // user-mode networking, as with rootless podman.
+        None if !rustix::process::geteuid().is_root() => NetworkMode::User,
         None => NetworkMode::Bridge {
             network: DEFAULT_NETWORK.into(),
         },

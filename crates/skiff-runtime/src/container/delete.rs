@@ -21,7 +21,7 @@ pub async fn remove(containers: &Containers, c: &Container, force: bool) -> Resu
 
 /// Removes the directory of a container that does not run (checked again
 /// under its start lock, so that no start races with it).
-pub(crate) fn remove_dir(containers: &Containers, c: &Container) -> Result<()> {
+pub(crate) fn remove_dir(_containers: &Containers, c: &Container) -> Result<()> {
     let dir = c.dir();
     let lock_path = dir.join(START_LOCK);
     let _lock = match FileLock::exclusive(&lock_path) {
@@ -49,16 +49,10 @@ pub(crate) fn remove_dir(containers: &Containers, c: &Container) -> Result<()> {
         return Ok(());
     }
     match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("removing", dir)(e)),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing", dir)(e)),
     }
-    // Its address is free again (a failure here is repaired by the network's
-    // next change, which drops leases of containers that are gone).
-    if let Err(e) = crate::network::release(containers.paths(), c.id(), &c.config.network) {
-        tracing::warn!("releasing the address of {}: {e}", c.name());
-    }
-    Ok(())
 }
 
 /// Disk space a directory's files take (allocated, not apparent: overlays

@@ -151,8 +151,20 @@ fn network_settings(c: &Container) -> Value {
             }),
         );
     }
+    if spec.mode == crate::network::NetworkMode::User {
+        networks.insert(
+            "passt".into(),
+            json!({
+                "IPAddress": crate::network::passt::GUEST_IP.to_string(),
+                "IPPrefixLen": 24,
+                "Gateway": crate::network::passt::GATEWAY.to_string(),
+                "Private": true,
+                "Note": "user-mode networking (passt): this address is private to the container's VM; reach it through published ports",
+            }),
+        );
+    }
     json!({
-        "NetworkMode": spec.network().unwrap_or("none"),
+        "NetworkMode": spec.mode_name(),
         "IPAddress": ip,
         "IPPrefixLen": prefix,
         "Gateway": gateway,

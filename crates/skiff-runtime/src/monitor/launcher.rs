@@ -11,8 +11,10 @@ use skiff_sandbox::Sandbox;
 
 use crate::agent::{Agent, GuestInterface, GuestNetwork, RootSetup};
 use crate::container::config::ContainerConfig;
+use crate::network::Link;
 use crate::vmbase::{self, VmBase};
 use crate::Paths;
+use skiff_sandbox::qemu::NicBackend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -71,12 +73,15 @@ impl Launcher for VmLauncher {
         Box::pin(async move {
             let base = self.base()?;
             let attached =
-                crate::network::attach(&self.paths, &config.id, &config.name, &config.network)
+                crate::network::attach(&self.paths, dir, &config.id, &config.name, &config.network)
                     .await?;
             let nics = attached
                 .iter()
                 .map(|a| skiff_sandbox::qemu::Nic {
-                    backend: skiff_sandbox::qemu::NicBackend::TapFd(a.tap_fd().as_raw_fd()),
+                    backend: match &a.link {
+                        Link::Tap(fd) => NicBackend::TapFd(fd.as_raw_fd()),
+                        Link::Passt { socket, .. } => NicBackend::StreamFd(socket.as_raw_fd()),
+                    },
                     mac: a.mac.clone(),
                 })
                 .collect();

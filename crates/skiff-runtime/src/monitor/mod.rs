@@ -287,20 +287,13 @@ async fn monitor(
     server.abort();
     signals.abort();
     let _ = std::fs::remove_file(dir.join(server::SOCKET));
-    // The container's rules go (the network's bridge with its last one);
-    // a --rm container's address too.
+    // Its address and rules go (the network's bridge with its last one).
     let paths = crate::Paths::of_container_dir(dir);
-    let (id, net) = (&shared.config.id, &shared.config.network);
+    if let Err(e) = crate::network::detach(&paths, &shared.config.id, &shared.config.network) {
+        tracing::warn!("leaving the network: {e}");
+    }
     if shared.config.auto_remove {
         let _ = std::fs::remove_dir_all(dir);
-    }
-    let released = if shared.config.auto_remove {
-        crate::network::release(&paths, id, net)
-    } else {
-        crate::network::detach(&paths, id, net)
-    };
-    if let Err(e) = released {
-        tracing::warn!("leaving the network: {e}");
     }
     if let Some(msg) = last {
         // An owner that stopped reading gets no longer than this.

@@ -1,6 +1,8 @@
 //! A container's place on its network for one run of its sandbox: lease,
 //! bridge, tap, rules, published ports and the name server, taken by the
-//! monitor before the VM boots and given back when it ends.
+//! monitor before the VM boots and given back when it ends. Every change
+//! rebuilds the network's rules from its leases, so whatever a killed monitor
+//! left is repaired by the next one.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
@@ -21,8 +23,8 @@ const DNS_PORT: u16 = 53;
 /// monitor's copy of the tap.
 pub struct Attached {
     pub network: String,
-    pub tap: OwnedFd,
-    pub tap_name: String,
+    /// What the VM's card is plugged into.
+    pub link: Link,
     pub mac: String,
     pub ip: Ipv4Addr,
     pub prefix: u8,
@@ -35,14 +37,19 @@ pub struct Attached {
     pub options: Vec<String>,
     /// The published ports as bound.
     pub ports: Vec<PortMapping>,
-    _services: tokio::task::JoinSet<()>,
+    pub(super) _services: tokio::task::JoinSet<()>,
 }
 
-impl Attached {
-    /// The tap's fd, for QEMU.
-    pub fn tap_fd(&self) -> &OwnedFd {
-        &self.tap
-    }
+/// The host end of the container's network card.
+pub enum Link {
+    /// A tap on the network's bridge (root).
+    Tap(OwnedFd),
+    /// Our end of passt's socket pair, for QEMU (user mode); passt goes
+    /// when this is dropped.
+    Passt {
+        socket: OwnedFd,
+        _passt: super::passt::Passt,
+    },
 }
 
 fn monitor_lock(paths: &Paths, id: &str) -> PathBuf {
@@ -52,37 +59,32 @@ fn monitor_lock(paths: &Paths, id: &str) -> PathBuf {
         .join(crate::container::MONITOR_LOCK)
 }
 
-/// Brings the network's rules and bridge in line with its running
-/// containers (those whose monitor holds its lock, `exclude` aside), drops
-/// leases of containers that no longer exist, and saves.
+/// Brings the network's leases, rules and bridge in line with its running
+/// containers: those whose monitor holds its lock, `exclude` aside. Every
+/// other lease goes (a container that stopped, was killed with -9 or
+/// removed), so an address is held exactly while its container runs, as
+/// with docker.
 fn reconcile(
     paths: &Paths,
     locked: &mut Locked,
     exclude: Option<&str>,
 ) -> Result<(), NetworkError> {
-    let containers = paths.containers();
-    locked
+    locked.file.leases.retain(|l| {
+        Some(l.container_id.as_str()) != exclude
+            && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(false)
+    });
+    let endpoints: Vec<Endpoint> = locked
         .file
         .leases
-        .retain(|l| containers.join(&l.container_id).is_dir());
-    let mut endpoints = Vec::new();
-    for l in &mut locked.file.leases {
-        let alive = Some(l.container_id.as_str()) != exclude
-            && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(false);
-        if !alive {
-            l.running = false;
-            l.ports.clear();
-            continue;
-        }
-        if l.running {
-            endpoints.push(Endpoint {
-                tap: tap::name_for(&l.container_id),
-                ip: l.ip,
-                mac: l.mac.clone(),
-                ports: l.ports.clone(),
-            });
-        }
-    }
+        .iter()
+        .filter(|l| l.running)
+        .map(|l| Endpoint {
+            tap: tap::name_for(&l.container_id),
+            ip: l.ip,
+            mac: l.mac.clone(),
+            ports: l.ports.clone(),
+        })
+        .collect();
     let net = &locked.file.config;
     if endpoints.is_empty() {
         firewall::apply(&firewall::ruleset(net, &[]))?;
@@ -98,10 +100,14 @@ fn reconcile(
 /// for `--network none`.
 pub async fn attach(
     paths: &Paths,
+    dir: &Path,
     id: &str,
     name: &str,
     spec: &ContainerNetwork,
 ) -> Result<Option<Attached>, NetworkError> {
+    if spec.mode == super::NetworkMode::User {
+        return super::passt::attach(dir, spec).await.map(Some);
+    }
     let Some(network) = spec.network() else {
         return Ok(None);
     };
@@ -162,8 +168,7 @@ pub async fn attach(
     };
     Ok(Some(Attached {
         network: net.name.clone(),
-        tap: fd,
-        tap_name,
+        link: Link::Tap(fd),
         mac: lease.mac,
         ip: lease.ip,
         prefix: net.subnet.prefix_len(),
@@ -178,8 +183,8 @@ pub async fn attach(
     }))
 }
 
-/// The container's run is over: its rules go (and the bridge with the
-/// network's last running container). Its address stays leased.
+/// The container's run is over: its address, rules and (with the network's
+/// last running container) the bridge go.
 pub fn detach(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), NetworkError> {
     let Some(network) = spec.network() else {
         return Ok(());
@@ -189,20 +194,6 @@ pub fn detach(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), Ne
         Err(NetworkError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
-    reconcile(paths, &mut locked, Some(id))
-}
-
-/// The container is removed: its address is free again.
-pub fn release(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), NetworkError> {
-    let Some(network) = spec.network() else {
-        return Ok(());
-    };
-    let mut locked = match Networks::new(paths).lock(network) {
-        Ok(l) => l,
-        Err(NetworkError::NotFound(_)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    locked.file.leases.retain(|l| l.container_id != id);
     reconcile(paths, &mut locked, Some(id))
 }
 

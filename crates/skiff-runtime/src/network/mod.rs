@@ -6,6 +6,7 @@ pub mod attach;
 pub mod dns;
 pub mod firewall;
 pub mod link;
+pub mod passt;
 pub mod ports;
 pub mod remove;
 pub mod store;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use attach::{attach, detach, release, Attached};
+pub use attach::{attach, detach, Attached, Link};
 pub use ipnet::Ipv4Net;
 pub use ports::{PortMapping, Protocol};
 pub use store::{CreateNetwork, NetworkConfig, NetworkFile, Networks, DEFAULT_NETWORK};
@@ -61,6 +62,8 @@ pub enum NetworkError {
     Firewall(String),
     #[error(transparent)]
     Ports(#[from] ports::PortError),
+    #[error("passt: {0}")]
+    Passt(String),
     #[error("the name server on {addr}")]
     Dns {
         addr: std::net::SocketAddrV4,
@@ -95,6 +98,9 @@ pub enum NetworkMode {
     None,
     /// A skiff network: a bridge on the host (root).
     Bridge { network: String },
+    /// User-mode networking through passt (`--network passt`; the default
+    /// for non-root users): outbound and published ports, no bridge.
+    User,
 }
 
 /// A name for /etc/hosts (`--add-host name:ip`).
@@ -126,17 +132,26 @@ pub struct ContainerNetwork {
 }
 
 impl ContainerNetwork {
-    /// The network joined, if any.
+    /// The skiff network joined, if any.
     pub fn network(&self) -> Option<&str> {
         match &self.mode {
-            NetworkMode::None => None,
+            NetworkMode::None | NetworkMode::User => None,
             NetworkMode::Bridge { network } => Some(network),
+        }
+    }
+
+    /// How `inspect` and `ps` name the mode.
+    pub fn mode_name(&self) -> &str {
+        match &self.mode {
+            NetworkMode::None => "none",
+            NetworkMode::User => "passt",
+            NetworkMode::Bridge { network } => network,
         }
     }
 }
 
-/// The container's network and its lease there (None: no network, or no
-/// lease yet because it never ran).
+/// The container's network and its lease there (None: no network, or it
+/// does not run).
 pub fn lease_of(
     paths: &crate::Paths,
     id: &str,

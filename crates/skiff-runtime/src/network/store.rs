@@ -41,7 +41,7 @@ pub struct NetworkConfig {
     pub created: String,
 }
 
-/// One container's place on a network, from its first start to its removal.
+/// One running container's place on a network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Lease {
     pub container_id: String,
@@ -84,7 +84,7 @@ impl NetworkFile {
             .collect()
     }
 
-    /// Gives `container_id` an address (the one it had, or the lowest free
+    /// Gives `container_id` an address (the one it has, or the lowest free
     /// one) and records its names; the lease as it now stands.
     pub fn lease_for(
         &mut self,

@@ -201,7 +201,9 @@ pub fn detach(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), Ne
 struct FileNames {
     path: PathBuf,
     enabled: bool,
-    cache: Mutex<Option<(std::time::SystemTime, u64, NetworkFile)>>,
+    /// The file as last read, by inode, mtime and size: every save is a
+    /// rename, so a new inode means a new file.
+    cache: Mutex<Option<((u64, std::time::SystemTime, u64), NetworkFile)>>,
 }
 
 impl FileNames {
@@ -214,16 +216,17 @@ impl FileNames {
     }
 
     fn current(&self, path: &Path) -> Option<NetworkFile> {
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).ok()?;
-        let key = (meta.modified().ok()?, meta.len());
+        let key = (meta.ino(), meta.modified().ok()?, meta.len());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((m, l, f)) = cache.as_ref() {
-            if (*m, *l) == key {
+        if let Some((k, f)) = cache.as_ref() {
+            if *k == key {
                 return Some(f.clone());
             }
         }
         let f: NetworkFile = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        *cache = Some((key.0, key.1, f.clone()));
+        *cache = Some((key, f.clone()));
         Some(f)
     }
 }

@@ -309,10 +309,9 @@ impl Networks {
                         other: format!("network {} ({})", o.config.name, o.config.subnet),
                     });
                 }
-                if let Some(r) = host_routes
-                    .iter()
-                    .find(|r| overlaps(r.net, s) && !r.device.starts_with("sk-"))
-                {
+                if let Some(r) = host_routes.iter().find(|r| {
+                    r.net.prefix_len() > 0 && overlaps(r.net, s) && !r.device.starts_with("sk-")
+                }) {
                     return Err(NetworkError::Overlap {
                         subnet: s,
                         other: format!("the host's route to {} on {}", r.net, r.device),

@@ -63,9 +63,10 @@ pub struct CreateArgs {
     /// Host name inside the container (default: the first 12 digits of its ID).
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
-    /// Network to join: a name or ID from `skiff network ls`, or none
-    /// (loopback only). Default: the skiff network (root), none otherwise.
-    #[arg(long, alias = "net", value_name = "NETWORK")]
+    /// Network to join: a name or ID from `skiff network ls`, none (loopback
+    /// only) or passt (user mode). Default: the skiff network for root, passt
+    /// for other users.
+    #[arg(long, alias = "net", value_name = "NETWORK", env = "SKIFF_NETWORK")]
     pub network: Option<String>,
     /// Another name for the container on its (user-defined) network.
     #[arg(long = "network-alias", alias = "net-alias", value_name = "NAME")]

@@ -1497,7 +1497,7 @@ pub fn skiff(root: &Path, args: &[&str]) -> (ExitStatus, String, String) {
     (out.status, out.stdout, out.stderr)
 }
 
-fn run_with_timeout(
+pub fn run_with_timeout(
     cmd: &mut Command,
     args: &[&str],
     stdin: Option<Vec<u8>>,

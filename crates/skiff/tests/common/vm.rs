@@ -13,6 +13,14 @@ use super::{run_tool, Registry, Skiff};
 
 /// busybox applets the tests use, as symlinks in /bin.
 const APPLETS: &[&str] = &[
+    // The network tests' servers and clients.
+    "httpd",
+    "wget",
+    "nc",
+    "ip",
+    "nslookup",
+    "mkdir",
+    "timeout",
     "sh",
     "echo",
     "cat",
@@ -197,6 +205,9 @@ impl Skiff {
     /// A skiff environment that can boot VMs: the shared kernel and the built init.
     pub fn for_vms() -> Skiff {
         Skiff::new()
+            // No bridge or rule on the test host: the network tests run in
+            // namespaces of their own and unset this.
+            .with_env("SKIFF_NETWORK", "none")
             .with_env("SKIFF_KERNEL_DIR", kernel_dir())
             .with_env("SKIFF_INIT", init_binary())
     }

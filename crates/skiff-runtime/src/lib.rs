@@ -19,6 +19,8 @@ pub mod network;
 pub mod overlay;
 /// Where things live under the store root.
 pub mod paths;
+/// `system reset`: everything in the store goes, nothing stays on the host.
+pub mod reset;
 /// The cached base ext4 of an image.
 pub mod rootfs;
 /// Signal names and numbers.

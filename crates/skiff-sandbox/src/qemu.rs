@@ -451,6 +451,34 @@ mod tests {
     }
 
     #[test]
+    fn network_cards_find_their_fds_in_card_order() {
+        let mut c = cfg(Accel::Tcg, 1);
+        c.nics = vec![
+            Nic {
+                backend: NicBackend::TapFd(17),
+                mac: "02:5f:0a:5a:00:02".into(),
+            },
+            Nic {
+                backend: NicBackend::StreamFd(9),
+                mac: "02:5f:0a:00:02:0f".into(),
+            },
+        ];
+        assert_eq!(c.tap_fds(), [17, 9]);
+        let a = strings(&vm_args(&c, Path::new("/s/control.sock")));
+        assert_eq!(
+            after(&a, "-netdev"),
+            [
+                "tap,id=net0,fd=4",
+                "stream,id=net1,server=off,addr.type=fd,addr.str=5"
+            ]
+        );
+        let devices = after(&a, "-device");
+        assert!(devices.contains(&"virtio-net-device,netdev=net0,mac=02:5f:0a:5a:00:02"));
+        assert!(devices.contains(&"virtio-net-device,netdev=net1,mac=02:5f:0a:00:02:0f"));
+        assert!(cfg(Accel::Tcg, 1).tap_fds().is_empty());
+    }
+
+    #[test]
     fn tcg_vm_arguments() {
         let a = strings(&vm_args(&cfg(Accel::Tcg, 2), Path::new("/s/control.sock")));
         // Spelled out, not MACHINE: what QEMU must get (MACHINE's comment

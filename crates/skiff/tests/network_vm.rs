@@ -281,6 +281,8 @@ fn published_ports_and_nat_on_the_default_network() {
     );
     assert_eq!(ns["Ports"]["80/tcp"][0]["HostPort"], "8080", "{ns}");
     assert_eq!(ns["Ports"]["80/udp"][0]["HostPort"], "8080", "{ns}");
+    let out = ok_in(&w.host, &s, &["ps", "--format", "json"]);
+    assert_eq!(out.json()[0]["Ports"], "0.0.0.0:8080->80/tcp, 0.0.0.0:8080->80/udp");
     let out = ok_in(&w.host, &s, &["port", "web"]);
     assert_eq!(
         out.stdout,
@@ -655,6 +657,17 @@ fn names_isolation_and_the_network_commands() {
         .map(|l| l.split(':').nth(1).unwrap().trim())
         .collect();
     assert_eq!(links, ["lo"], "{out:?}");
+
+    // system reset takes a running container, its network, its bridge and
+    // rules down, and empties the store.
+    ok_in(h, &s, &["network", "create", "last"]);
+    ok_in(h, &s, &["run", "-d", "--name", "r", "--network", "last", "-p", "9090:80", &image, "sleep", "600"]);
+    assert_ne!(h.leftovers(), "");
+    let out = ok_in(h, &s, &["system", "reset", "--force"]);
+    assert_eq!(out.stdout, "Removed 1 containers and 2 networks; images and caches deleted\n");
+    assert_eq!(h.leftovers(), "", "nothing left after system reset");
+    assert_eq!(ok_in(h, &s, &["ps", "-aq"]).stdout, "");
+    assert_eq!(ok_in(h, &s, &["images", "-q"]).stdout, "");
 }
 
 /// A user without root gets passt: published ports and outbound access,

@@ -392,3 +392,98 @@ pub fn valid_name(name: &str) -> Result<(), NetworkError> {
         Err(NetworkError::BadName(name.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn networks() -> (tempfile::TempDir, Networks) {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Networks::new(&Paths::new(dir.path()));
+        (dir, n)
+    }
+
+    fn create(n: &Networks, name: &str, subnet: Option<&str>) -> Result<NetworkConfig, NetworkError> {
+        n.create(&CreateNetwork {
+            name: name.into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn concurrent_leases_never_share_an_address() {
+        let (_d, n) = networks();
+        create(&n, "appnet", Some("10.90.200.0/24")).unwrap();
+        let ips: Vec<Ipv4Addr> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let n = &n;
+                    s.spawn(move || {
+                        let mut l = n.lock("appnet").unwrap();
+                        let lease = l.file.lease_for(&format!("c{i:02}"), vec![format!("n{i}")]).unwrap();
+                        l.save().unwrap();
+                        lease.ip
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+        assert_eq!(distinct.len(), 16, "{ips:?}");
+        let file = n.get("appnet").unwrap();
+        assert_eq!(file.leases.len(), 16, "every lease was saved");
+        assert!(ips.iter().all(|ip| *ip != file.config.gateway));
+        // A container asking again keeps its address.
+        let mut l = n.lock("appnet").unwrap();
+        let again = l.file.lease_for("c03", vec!["n3".into()]).unwrap();
+        assert_eq!(again.ip, ips[3]);
+        assert_eq!(l.file.leases.len(), 16);
+    }
+
+    #[test]
+    fn subnets_do_not_overlap_and_bad_input_is_refused() {
+        let (_d, n) = networks();
+        let a = create(&n, "a", Some("10.90.100.0/24")).unwrap();
+        assert_eq!(a.gateway, Ipv4Addr::new(10, 90, 100, 1));
+        assert!(a.bridge.starts_with("sk-") && a.bridge.len() <= 15);
+        let e = create(&n, "b", Some("10.90.100.128/25")).unwrap_err().to_string();
+        assert_eq!(e, "subnet 10.90.100.128/25 overlaps network a (10.90.100.0/24)");
+        let e = create(&n, "a", None).unwrap_err().to_string();
+        assert_eq!(e, "network a already exists");
+        let e = create(&n, "-x", None).unwrap_err().to_string();
+        assert!(e.starts_with("invalid network name \"-x\""), "{e}");
+        assert!(matches!(create(&n, "none", None), Err(NetworkError::Reserved(_))));
+        let e = create(&n, "tiny", Some("10.90.101.0/31")).unwrap_err().to_string();
+        assert!(e.contains("too small"), "{e}");
+        // Automatic subnets skip taken ones.
+        let c = create(&n, "c", None).unwrap();
+        let d = create(&n, "d", None).unwrap();
+        assert_ne!(c.subnet, d.subnet);
+        assert!(!overlaps(c.subnet, a.subnet) && !overlaps(d.subnet, a.subnet));
+        // Lookups by id prefix; unknown names say how to list.
+        assert_eq!(n.find(&c.id[..6]).unwrap().config.name, "c");
+        let e = n.find("nope").unwrap_err().to_string();
+        assert_eq!(e, "network nope not found: list networks with `skiff network ls`");
+        // The default network comes by itself.
+        assert_eq!(n.get(DEFAULT_NETWORK).unwrap().config.name, "skiff");
+        assert!(!n.get(DEFAULT_NETWORK).unwrap().config.dns);
+    }
+
+    #[test]
+    fn a_full_network_says_so_and_names_resolve_only_while_running() {
+        let (_d, n) = networks();
+        create(&n, "small", Some("10.90.102.0/30")).unwrap();
+        let mut l = n.lock("small").unwrap();
+        let lease = l.file.lease_for("one", vec!["Web".into(), "alias".into()]).unwrap();
+        assert_eq!(lease.ip, Ipv4Addr::new(10, 90, 102, 2));
+        let e = l.file.lease_for("two", vec![]).unwrap_err().to_string();
+        assert_eq!(e, "network small has no free address left");
+        assert!(l.file.resolve("web").is_empty(), "not running yet");
+        l.file.leases[0].running = true;
+        assert_eq!(l.file.resolve("web"), vec![lease.ip]);
+        assert_eq!(l.file.resolve("ALIAS"), vec![lease.ip]);
+        assert!(l.file.resolve("other").is_empty());
+        assert_eq!(mac_for(lease.ip), "02:5f:0a:5a:66:02");
+    }
+}

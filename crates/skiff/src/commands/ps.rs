@@ -65,7 +65,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> anyhow::Result<()> {
                             human_duration(secs_since(Some(&c.config.created)))
                         ),
                         status(c),
-                        String::new(),
+                        ports(c),
                         c.name().to_owned(),
                     ]
                 })
@@ -144,7 +144,18 @@ fn json_of(c: &Container) -> Value {
         "RestartCount": c.state.restart_count,
         "Labels": c.config.labels,
         "Error": c.state.error,
+        "Ports": ports(c),
+        "Networks": c.config.network.mode_name(),
     })
+}
+
+/// docker's PORTS column: `0.0.0.0:8080->80/tcp, …`.
+fn ports(c: &Container) -> String {
+    skiff_runtime::container::ports(c)
+        .iter()
+        .map(|m| format!("{}:{}->{}/{}", m.host_ip, m.host_port, m.container_port, m.protocol))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `--filter`s: a container must match every key, and one value of each.

@@ -24,6 +24,16 @@ pub enum SystemCommand {
     /// skiff has no daemon that comes up at boot; call this from a systemd
     /// unit (see the README) or any boot script.
     Boot,
+    /// Remove everything: containers (killed first), networks with their
+    /// bridges and rules, images and caches. The guest kernel stays.
+    Reset(ResetArgs),
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    /// Do not ask first.
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Args)]
@@ -55,7 +65,34 @@ pub fn run(ctx: &Context, cmd: SystemCommand, debug: bool) -> anyhow::Result<()>
         SystemCommand::Info(a) => info(ctx, a),
         SystemCommand::Kernel(KernelCommand::Install(a)) => install(ctx, a),
         SystemCommand::Boot => boot(ctx, debug),
+        SystemCommand::Reset(a) => reset(ctx, a),
     }
+}
+
+fn reset(ctx: &Context, a: ResetArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    if !a.force {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("system reset removes every container, network and image: pass --force");
+        }
+        eprint!(
+            "This removes every container, network and image under {}. Continue? [y/N] ",
+            ctx.root().display()
+        );
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("cancelled");
+        }
+    }
+    let report = super::runtime()?
+        .block_on(skiff_runtime::reset::reset(&ctx.paths()))
+        .context("resetting the store")?;
+    println!(
+        "Removed {} containers and {} networks; images and caches deleted",
+        report.containers, report.networks
+    );
+    Ok(())
 }
 
 fn boot(ctx: &Context, debug: bool) -> anyhow::Result<()> {

@@ -226,7 +226,7 @@ fn curl(ns: &Netns, url: &str) -> Out {
 /// namespace holds no rule, bridge or tap, and the ports are free again.
 #[test]
 fn published_ports_and_nat_on_the_default_network() {
-    let (_reg, s, image) = setup();
+    let (reg, s, image) = setup();
     let w = World::new("pub");
     // The echo server goes in by `cp` once the container runs.
     let out = ok_in(
@@ -282,7 +282,10 @@ fn published_ports_and_nat_on_the_default_network() {
     assert_eq!(ns["Ports"]["80/tcp"][0]["HostPort"], "8080", "{ns}");
     assert_eq!(ns["Ports"]["80/udp"][0]["HostPort"], "8080", "{ns}");
     let out = ok_in(&w.host, &s, &["ps", "--format", "json"]);
-    assert_eq!(out.json()[0]["Ports"], "0.0.0.0:8080->80/tcp, 0.0.0.0:8080->80/udp");
+    assert_eq!(
+        out.json()[0]["Ports"],
+        "0.0.0.0:8080->80/tcp, 0.0.0.0:8080->80/udp"
+    );
     let out = ok_in(&w.host, &s, &["port", "web"]);
     assert_eq!(
         out.stdout,
@@ -356,7 +359,69 @@ fn published_ports_and_nat_on_the_default_network() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(out.stderr.contains("invalid port \"80:x\""), "{out:?}");
 
-    ok_in(&w.host, &s, &["rm", "-f", "web"]);
+    // -P: every EXPOSEd port on a free host port; the resolver and hosts
+    // flags reach the guest's files.
+    let exposed = image.replace("test/vm", "test/exposed");
+    reg.push_vm_fixture("exposed", "test/exposed");
+    s.ok(&["pull", "-q", &exposed]);
+    let out = ok_in(
+        &w.host,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "all",
+            "-P",
+            "-h",
+            "myhost",
+            "--dns",
+            "10.0.0.2",
+            "--dns-search",
+            "corp",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "db.local:10.0.0.9",
+            &exposed,
+            "sh",
+            "-c",
+            WEB,
+        ],
+    );
+    let all_id = out.stdout.trim().to_owned();
+    let out = ok_in(&w.host, &s, &["port", "all", "80/tcp"]);
+    let host_port: u16 = out
+        .stdout
+        .trim()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert_ne!(host_port, 0);
+    assert_ne!(host_port, 8080);
+    let out = ok_in(&w.host, &s, &["port", "all"]);
+    assert!(out.stdout.contains("53/udp -> 0.0.0.0:"), "{out:?}");
+    wait_until(Duration::from_secs(30), "httpd on the -P port", || {
+        curl(&w.host, &format!("http://127.0.0.1:{host_port}/")).stdout == "myhost\n"
+    });
+    let out = ok_in(
+        &w.host,
+        &s,
+        &["exec", "all", "cat", "/etc/resolv.conf", "/etc/hosts"],
+    );
+    for want in [
+        "nameserver 10.0.0.2",
+        "search corp",
+        "options ndots:2",
+        "10.0.0.9\tdb.local",
+        "\tmyhost",
+    ] {
+        assert!(out.stdout.contains(want), "{want:?} in {out:?}");
+    }
+    ok_in(&w.host, &s, &["rm", "-f", "web", "all"]);
+    assert!(qemu_processes_with(&all_id).is_empty());
     assert_eq!(w.host.leftovers(), "", "nothing left in the namespace");
     assert!(qemu_processes_with(&id).is_empty());
     // Both ports are free again.
@@ -661,10 +726,29 @@ fn names_isolation_and_the_network_commands() {
     // system reset takes a running container, its network, its bridge and
     // rules down, and empties the store.
     ok_in(h, &s, &["network", "create", "last"]);
-    ok_in(h, &s, &["run", "-d", "--name", "r", "--network", "last", "-p", "9090:80", &image, "sleep", "600"]);
+    ok_in(
+        h,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "r",
+            "--network",
+            "last",
+            "-p",
+            "9090:80",
+            &image,
+            "sleep",
+            "600",
+        ],
+    );
     assert_ne!(h.leftovers(), "");
     let out = ok_in(h, &s, &["system", "reset", "--force"]);
-    assert_eq!(out.stdout, "Removed 1 containers and 2 networks; images and caches deleted\n");
+    assert_eq!(
+        out.stdout,
+        "Removed 1 containers and 2 networks; images and caches deleted\n"
+    );
     assert_eq!(h.leftovers(), "", "nothing left after system reset");
     assert_eq!(ok_in(h, &s, &["ps", "-aq"]).stdout, "");
     assert_eq!(ok_in(h, &s, &["images", "-q"]).stdout, "");

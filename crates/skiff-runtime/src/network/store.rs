@@ -403,7 +403,11 @@ mod tests {
         (dir, n)
     }
 
-    fn create(n: &Networks, name: &str, subnet: Option<&str>) -> Result<NetworkConfig, NetworkError> {
+    fn create(
+        n: &Networks,
+        name: &str,
+        subnet: Option<&str>,
+    ) -> Result<NetworkConfig, NetworkError> {
         n.create(&CreateNetwork {
             name: name.into(),
             subnet: subnet.map(|s| s.parse().unwrap()),
@@ -421,7 +425,10 @@ mod tests {
                     let n = &n;
                     s.spawn(move || {
                         let mut l = n.lock("appnet").unwrap();
-                        let lease = l.file.lease_for(&format!("c{i:02}"), vec![format!("n{i}")]).unwrap();
+                        let lease = l
+                            .file
+                            .lease_for(&format!("c{i:02}"), vec![format!("n{i}")])
+                            .unwrap();
                         l.save().unwrap();
                         lease.ip
                     })
@@ -447,14 +454,24 @@ mod tests {
         let a = create(&n, "a", Some("10.90.100.0/24")).unwrap();
         assert_eq!(a.gateway, Ipv4Addr::new(10, 90, 100, 1));
         assert!(a.bridge.starts_with("sk-") && a.bridge.len() <= 15);
-        let e = create(&n, "b", Some("10.90.100.128/25")).unwrap_err().to_string();
-        assert_eq!(e, "subnet 10.90.100.128/25 overlaps network a (10.90.100.0/24)");
+        let e = create(&n, "b", Some("10.90.100.128/25"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "subnet 10.90.100.128/25 overlaps network a (10.90.100.0/24)"
+        );
         let e = create(&n, "a", None).unwrap_err().to_string();
         assert_eq!(e, "network a already exists");
         let e = create(&n, "-x", None).unwrap_err().to_string();
         assert!(e.starts_with("invalid network name \"-x\""), "{e}");
-        assert!(matches!(create(&n, "none", None), Err(NetworkError::Reserved(_))));
-        let e = create(&n, "tiny", Some("10.90.101.0/31")).unwrap_err().to_string();
+        assert!(matches!(
+            create(&n, "none", None),
+            Err(NetworkError::Reserved(_))
+        ));
+        let e = create(&n, "tiny", Some("10.90.101.0/31"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too small"), "{e}");
         // Automatic subnets skip taken ones.
         let c = create(&n, "c", None).unwrap();
@@ -464,7 +481,10 @@ mod tests {
         // Lookups by id prefix; unknown names say how to list.
         assert_eq!(n.find(&c.id[..6]).unwrap().config.name, "c");
         let e = n.find("nope").unwrap_err().to_string();
-        assert_eq!(e, "network nope not found: list networks with `skiff network ls`");
+        assert_eq!(
+            e,
+            "network nope not found: list networks with `skiff network ls`"
+        );
         // The default network comes by itself.
         assert_eq!(n.get(DEFAULT_NETWORK).unwrap().config.name, "skiff");
         assert!(!n.get(DEFAULT_NETWORK).unwrap().config.dns);
@@ -475,7 +495,10 @@ mod tests {
         let (_d, n) = networks();
         create(&n, "small", Some("10.90.102.0/30")).unwrap();
         let mut l = n.lock("small").unwrap();
-        let lease = l.file.lease_for("one", vec!["Web".into(), "alias".into()]).unwrap();
+        let lease = l
+            .file
+            .lease_for("one", vec!["Web".into(), "alias".into()])
+            .unwrap();
         assert_eq!(lease.ip, Ipv4Addr::new(10, 90, 102, 2));
         let e = l.file.lease_for("two", vec![]).unwrap_err().to_string();
         assert_eq!(e, "network small has no free address left");

@@ -153,7 +153,12 @@ fn json_of(c: &Container) -> Value {
 fn ports(c: &Container) -> String {
     skiff_runtime::container::ports(c)
         .iter()
-        .map(|m| format!("{}:{}->{}/{}", m.host_ip, m.host_port, m.container_port, m.protocol))
+        .map(|m| {
+            format!(
+                "{}:{}->{}/{}",
+                m.host_ip, m.host_port, m.container_port, m.protocol
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -56,9 +56,10 @@ pub struct VmFixtures {
     pub layout: PathBuf,
 }
 
-/// OCI layout with two images: `users` (busybox, applet links, /etc/passwd
-/// and /etc/group with a user in supplementary groups) and `nopasswd` (busybox
-/// and links only: no /etc at all).
+/// OCI layout with three images: `users` (busybox, applet links, /etc/passwd
+/// and /etc/group with a user in supplementary groups), `exposed` (`users`
+/// with EXPOSE 80/tcp 53/udp) and `nopasswd` (busybox and links only: no /etc
+/// at all).
 pub fn vm_fixtures() -> &'static VmFixtures {
     static F: OnceLock<VmFixtures> = OnceLock::new();
     F.get_or_init(build)
@@ -125,6 +126,18 @@ fn build() -> VmFixtures {
         "users",
         &s(&etc),
         "/etc",
+    ]);
+    // `exposed`: `users` that EXPOSEs 80/tcp and 53/udp (for -P).
+    umoci(&[
+        "config",
+        "--image",
+        &img("users"),
+        "--tag",
+        "exposed",
+        "--config.exposedports",
+        "80/tcp",
+        "--config.exposedports",
+        "53/udp",
     ]);
     VmFixtures { layout }
 }

@@ -12,15 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 RUNS=${1:-20}
-CACHE=${SKIFF_BENCH_CACHE:-$PWD/target/bench-cache}
-mkdir -p "$CACHE"
-
-cargo build --release -q -p skiff
-./scripts/build-init.sh >/dev/null
-SKIFF=$PWD/target/release/skiff
-export SKIFF_INIT=$PWD/target/skiff-init
-export SKIFF_KERNEL_DIR=$CACHE/kernel
-[ -e "$SKIFF_KERNEL_DIR/current" ] || SKIFF_ROOT=$CACHE "$SKIFF" system kernel install >/dev/null
+bench_prepare
 
 work=$(mktemp -d)
 cleanup() {

@@ -15,15 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 SECS=${1:-5}
-CACHE=${SKIFF_BENCH_CACHE:-$PWD/target/bench-cache}
-mkdir -p "$CACHE"
-
-cargo build --release -q -p skiff
-./scripts/build-init.sh >/dev/null
-SKIFF=$PWD/target/release/skiff
-export SKIFF_INIT=$PWD/target/skiff-init
-export SKIFF_KERNEL_DIR=$CACHE/kernel
-[ -e "$SKIFF_KERNEL_DIR/current" ] || SKIFF_ROOT=$CACHE "$SKIFF" system kernel install >/dev/null
+bench_prepare
 command -v iperf3 >/dev/null || { echo "iperf3 missing: scripts/setup.sh --peers" >&2; exit 1; }
 command -v ab >/dev/null || { echo "ab missing: scripts/setup.sh" >&2; exit 1; }
 

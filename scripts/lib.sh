@@ -26,3 +26,17 @@ YML
   echo "docker-registry did not start; see $dir/registry.log" >&2
   return 1
 }
+
+# bench_prepare: the release skiff, the static skiff-init and the guest kernel
+# (cached in $SKIFF_BENCH_CACHE, default target/bench-cache) for a benchmark.
+# Sets CACHE, SKIFF, SKIFF_INIT and SKIFF_KERNEL_DIR.
+bench_prepare() {
+  CACHE=${SKIFF_BENCH_CACHE:-$PWD/target/bench-cache}
+  mkdir -p "$CACHE"
+  cargo build --release -q -p skiff
+  ./scripts/build-init.sh >/dev/null
+  SKIFF=$PWD/target/release/skiff
+  export SKIFF_INIT=$PWD/target/skiff-init
+  export SKIFF_KERNEL_DIR=$CACHE/kernel
+  [ -e "$SKIFF_KERNEL_DIR/current" ] || SKIFF_ROOT=$CACHE "$SKIFF" system kernel install >/dev/null
+}

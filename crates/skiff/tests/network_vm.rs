@@ -130,11 +130,13 @@ impl World {
     }
 }
 
-/// skiff in a namespace, with the env's variables (the store, the kernel).
-fn skiff_in(ns: &Netns, s: &Skiff, args: &[&str]) -> Out {
+/// skiff in a namespace, with the env's variables (the store, the kernel),
+/// behind `wrapper` (e.g. setpriv) if any.
+fn skiff_in_as(ns: &Netns, wrapper: &[&str], s: &Skiff, args: &[&str]) -> Out {
     let inner = s.command(args);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &ns.name])
+        .args(wrapper)
         .arg(inner.get_program());
     cmd.args(inner.get_args());
     for (k, v) in inner.get_envs() {
@@ -144,6 +146,10 @@ fn skiff_in(ns: &Netns, s: &Skiff, args: &[&str]) -> Out {
         };
     }
     run_with_timeout(&mut cmd, args, None, SKIFF_TIMEOUT)
+}
+
+fn skiff_in(ns: &Netns, s: &Skiff, args: &[&str]) -> Out {
+    skiff_in_as(ns, &[], s, args)
 }
 
 #[track_caller]
@@ -429,6 +435,31 @@ fn published_ports_and_nat_on_the_default_network() {
         "python3 -c 'import socket; t=socket.socket(); t.bind((\"0.0.0.0\", 8080)); \
          u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((\"0.0.0.0\", 8080))'",
     );
+
+    // A monitor killed with SIGKILL takes QEMU and the tap with it; the next
+    // command that looks at the container takes its lease, rules and bridge.
+    let out = ok_in(
+        &w.host,
+        &s,
+        &[
+            "run", "-d", "--name", "victim", "-p", "9091:80", &image, "sleep", "600",
+        ],
+    );
+    let victim = out.stdout.trim().to_owned();
+    assert_ne!(w.host.leftovers(), "");
+    let monitor = inspect(&w.host, &s, "victim")["State"]["MonitorPid"]
+        .as_i64()
+        .unwrap();
+    sh_ok(&format!("kill -9 {monitor}"));
+    wait_until(
+        Duration::from_secs(10),
+        "QEMU to die with its monitor",
+        || qemu_processes_with(&victim).is_empty(),
+    );
+    let out = ok_in(&w.host, &s, &["ps", "-a", "--format", "json"]);
+    assert_eq!(out.json()[0]["ExitCode"], 255, "{out:?}");
+    assert_eq!(w.host.leftovers(), "", "the next command cleaned up");
+    ok_in(&w.host, &s, &["rm", "victim"]);
 }
 
 /// The container's address on its network, from inspect.
@@ -764,30 +795,15 @@ fn a_non_root_user_gets_user_mode_networking() {
     for p in [s.root(), s.home()] {
         sh_ok(&format!("chown -R 65534:65534 {}", p.display()));
     }
-    let user = |args: &[&str]| {
-        let inner = s.command(args);
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &w.host.name,
-            "setpriv",
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-        ])
-        .arg(inner.get_program())
-        .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        run_with_timeout(&mut cmd, args, None, SKIFF_TIMEOUT)
-    };
+    let as_nobody = [
+        "setpriv",
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+    ];
+    let user = |args: &[&str]| skiff_in_as(&w.host, &as_nobody, &s, args);
     let out = user(&[
         "run", "-d", "--name", "u", "-p", "8082:80", &image, "sh", "-c", WEB,
     ]);
@@ -812,6 +828,10 @@ fn a_non_root_user_gets_user_mode_networking() {
     // (Debian's passt re-executes itself as passt.avx2 where it can.)
     let out = w.host.sh_ok("pgrep -u 65534 ^passt || true");
     assert_eq!(out.lines().count(), 1, "one passt, the user's: {out}");
+    // A skiff network needs root: one line that says what to use.
+    let out = user(&["run", "--rm", "--network", "skiff", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(out.stderr.contains("skiff networks need root"), "{out:?}");
     user(&["rm", "-f", "u"]).assert_success();
     wait_until(Duration::from_secs(5), "passt to go", || {
         w.host.sh_ok("pgrep ^passt || true").is_empty()

@@ -84,6 +84,11 @@ fn network(
         Some("bridge") if rustix::process::geteuid().is_root() => NetworkMode::Bridge {
             network: DEFAULT_NETWORK.into(),
         },
+        Some(n) if !rustix::process::geteuid().is_root() => {
+            return Err(invalid(format!(
+                "network {n}: skiff networks need root (a bridge and taps on the host); without root, containers get user-mode networking (--network passt, the default)"
+            )))
+        }
         Some(n) => {
             let found = Networks::new(paths)
                 .find(n)

@@ -147,6 +147,10 @@ impl Container {
             Err(e) => return Err(e),
         };
         let alive = monitor_alive(dir);
+        if raw.status.is_active() && !alive {
+            // Its monitor was killed: what it held on its network goes now.
+            crate::network::repair_lost(&Paths::of_container_dir(dir), &config.id, &config.network);
+        }
         Ok(Container {
             config,
             state: raw.effective(alive),

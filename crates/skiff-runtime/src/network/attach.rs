@@ -151,16 +151,25 @@ pub async fn attach(
     let target = lease.ip;
     services.spawn(async move { bound.serve(target).await });
     let dns_addr = SocketAddrV4::new(net.gateway, DNS_PORT);
-    let socket = dns::bind(dns_addr).map_err(|source| NetworkError::Dns {
-        addr: dns_addr,
-        source,
-    })?;
-    let upstreams = std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| dns::upstreams_from_resolv_conf(&t))
-        .unwrap_or_default();
-    let names: Arc<dyn dns::Names> = Arc::new(FileNames::new(&networks, &net.name, net.dns));
-    services.spawn(dns::serve(socket, names, upstreams));
-
+    match dns::bind(dns_addr) {
+        Ok(socket) => {
+            let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| dns::upstreams_from_resolv_conf(&t))
+                .unwrap_or_default();
+            let names: Arc<dyn dns::Names> =
+                Arc::new(FileNames::new(&networks, &net.name, net.dns));
+            services.spawn(dns::serve(socket, names, upstreams));
+        }
+        // Another server holds port 53 on every address (bound without
+        // SO_REUSEPORT): the container runs, but without names.
+        Err(source) => tracing::warn!(
+            "{}",
+            NetworkError::Dns {
+                addr: dns_addr,
+                source
+            }
+        ),
+    }
     let nameservers = if spec.dns.is_empty() {
         vec![net.gateway.to_string()]
     } else {
@@ -197,13 +206,16 @@ pub fn detach(paths: &Paths, id: &str, spec: &ContainerNetwork) -> Result<(), Ne
     reconcile(paths, &mut locked, Some(id))
 }
 
+/// Inode, mtime and size of a file.
+type FileKey = (u64, std::time::SystemTime, u64);
+
 /// Names from the network's file, read again when it changes.
 struct FileNames {
     path: PathBuf,
     enabled: bool,
     /// The file as last read, by inode, mtime and size: every save is a
     /// rename, so a new inode means a new file.
-    cache: Mutex<Option<((u64, std::time::SystemTime, u64), NetworkFile)>>,
+    cache: Mutex<Option<(FileKey, NetworkFile)>>,
 }
 
 impl FileNames {

@@ -150,6 +150,18 @@ impl ContainerNetwork {
     }
 }
 
+/// A container whose monitor died without leaving its network (kill -9):
+/// its lease, rules and (if it was the last) the bridge go. Cheap when there
+/// is nothing to do: one read of the network's file.
+pub fn repair_lost(paths: &crate::Paths, id: &str, spec: &ContainerNetwork) {
+    if lease_of(paths, id, spec).is_none() {
+        return;
+    }
+    if let Err(e) = detach(paths, id, spec) {
+        tracing::warn!("cleaning up the network of {id}: {e}");
+    }
+}
+
 /// The container's network and its lease there (None: no network, or it
 /// does not run).
 pub fn lease_of(

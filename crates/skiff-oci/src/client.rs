@@ -283,7 +283,7 @@ impl RegistryClient {
                     }
                     return Err(RegistryError::Connect {
                         host: ep.host.clone(),
-                        message: error_chain(&e),
+                        message: skiff_util::error::chain(&e),
                     });
                 }
             };
@@ -449,7 +449,7 @@ impl RegistryClient {
         };
         let resp = req.send().await.map_err(|e| RegistryError::Connect {
             host: realm_host.clone(),
-            message: error_chain(&e),
+            message: skiff_util::error::chain(&e),
         })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -721,7 +721,7 @@ impl RegistryClient {
                         return Err(RegistryError::Body {
                             host: ep.host.clone(),
                             what,
-                            message: error_chain(&e),
+                            message: skiff_util::error::chain(&e),
                         });
                     }
                     tracing::debug!(host = %ep.host, "{what}: {e} after {} bytes; resuming", partial.len());
@@ -973,22 +973,11 @@ fn basic_header(c: &Credentials) -> HeaderValue {
 
 fn is_transient(e: &reqwest::Error) -> bool {
     // A certificate the client rejects will be rejected again: fail at once.
-    let tls_refusal = e.is_connect() && error_chain(e).to_ascii_lowercase().contains("certificate");
+    let tls_refusal = e.is_connect()
+        && skiff_util::error::chain(e)
+            .to_ascii_lowercase()
+            .contains("certificate");
     !tls_refusal && (e.is_timeout() || e.is_connect() || e.is_body() || e.is_request())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// `Retry-After`: delay seconds or an HTTP-date (RFC 9110).
@@ -1099,7 +1088,7 @@ async fn read_limited(mut resp: Response, limit: u64, host: &str, what: &str) ->
                 return Err(RegistryError::Body {
                     host: host.to_owned(),
                     what: what.to_owned(),
-                    message: error_chain(&e),
+                    message: skiff_util::error::chain(&e),
                 })
             }
         }

@@ -12,9 +12,8 @@ pub const STATE_DIR_FD: RawFd = 3;
 /// card's is one more.
 pub const FIRST_NIC_FD: RawFd = 4;
 
-/// Where inherited fds are parked between their two dup2s, above anything
-/// the targets could be.
-const PARK_FD: RawFd = 64;
+/// At most this many fds are handed on (the state directory and the cards).
+const MAX_MOVES: usize = 16;
 
 /// Returns the pre_exec hook: SIGKILL when the spawning thread dies
 /// (PR_SET_PDEATHSIG), exit at once if the parent already died before the
@@ -31,23 +30,34 @@ pub fn pre_exec_hook(
 ) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
     let mut die_with_parent = skiff_util::child::die_with_parent();
     // (source, target) pairs, made before the fork: the child allocates nothing.
-    let mut moves: Vec<(RawFd, RawFd)> = Vec::with_capacity(1 + nic_fds.len());
-    if let Some(fd) = keep_fd {
-        moves.push((fd, STATE_DIR_FD));
+    let mut moves = [(-1 as RawFd, -1 as RawFd); MAX_MOVES];
+    let mut n = 0;
+    for (from, to) in keep_fd
+        .map(|fd| (fd, STATE_DIR_FD))
+        .into_iter()
+        .chain(
+            nic_fds
+                .into_iter()
+                .enumerate()
+                .map(|(i, fd)| (fd, FIRST_NIC_FD + i as RawFd)),
+        )
+        .take(MAX_MOVES)
+    {
+        moves[n] = (from, to);
+        n += 1;
     }
-    for (i, fd) in nic_fds.into_iter().enumerate() {
-        moves.push((fd, FIRST_NIC_FD + i as RawFd));
-    }
+    // Parked copies go above every source and target, so that no target
+    // overwrites a source still to be moved; they close at exec.
+    let park_at = moves[..n].iter().map(|&(a, b)| a.max(b)).max().unwrap_or(0) + 1;
     move || {
         // Only async-signal-safe calls from here on: we are in the forked child.
         die_with_parent()?;
-        // Park every source first, so that no target overwrites a source
-        // still to be moved.
-        for (i, (from, _)) in moves.iter().enumerate() {
-            skiff_util::child::keep_fd_at(*from, PARK_FD + i as RawFd)?;
+        let mut parked = [-1 as RawFd; MAX_MOVES];
+        for i in 0..n {
+            parked[i] = skiff_util::child::dup_above(moves[i].0, park_at)?;
         }
-        for (i, (_, to)) in moves.iter().enumerate() {
-            skiff_util::child::keep_fd_at(PARK_FD + i as RawFd, *to)?;
+        for i in 0..n {
+            skiff_util::child::keep_fd_at(parked[i], moves[i].1)?;
         }
         Ok(())
     }

@@ -24,6 +24,20 @@ pub fn keep_fd_at(fd: RawFd, at: RawFd) -> io::Result<()> {
     }
 }
 
+/// A close-on-exec copy of `fd` numbered `min` or above (to move fds out of
+/// the way of others before they are put at fixed numbers).
+///
+/// Async-signal-safe: fine in a forked child before exec.
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
+    // SAFETY: fcntl on descriptor numbers; no memory is touched.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// Returns a pre_exec step: SIGKILL when the spawning *thread* dies
 /// (PR_SET_PDEATHSIG), and exit at once if the parent died before the prctl
 /// took effect. Spawn from a thread that lives as long as the child.

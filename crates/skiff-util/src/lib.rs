@@ -4,6 +4,8 @@
 pub mod atomic;
 /// Steps between fork and exec: an fd at a fixed number, a new session.
 pub mod child;
+/// An error and its causes on one line.
+pub mod error;
 /// Random ids from the kernel's random source.
 pub mod id;
 /// Advisory locks (flock) between skiff processes.

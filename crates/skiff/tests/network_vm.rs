@@ -297,6 +297,29 @@ fn published_ports_and_nat_on_the_default_network() {
         out.stdout,
         "80/tcp -> 0.0.0.0:8080\n80/udp -> 0.0.0.0:8080\n"
     );
+    // Another host that routes the subnet through us reaches published
+    // ports only, never the container's other ports.
+    w.outside
+        .sh_ok(&format!("ip route add 10.90.0.0/16 via {HOST_IP}"));
+    let out = curl(&w.outside, &format!("http://{ip}/"));
+    assert!(
+        !out.success(),
+        "unpublished port reached from outside: {out:?}"
+    );
+    // A container reaches a published port of its own network through the
+    // host's address (the publisher answers: no DNAT hairpin).
+    let out = ok_in(
+        &w.host,
+        &s,
+        &[
+            "exec",
+            "web",
+            "wget",
+            "-qO-",
+            &format!("http://{HOST_IP}:8080/"),
+        ],
+    );
+    assert_eq!(out.stdout, "hello-web\n");
     // The container's address from the host directly.
     assert_eq!(
         curl(&w.host, &format!("http://{ip}/")).stdout,
@@ -430,9 +453,10 @@ fn published_ports_and_nat_on_the_default_network() {
     assert!(qemu_processes_with(&all_id).is_empty());
     assert_eq!(w.host.leftovers(), "", "nothing left in the namespace");
     assert!(qemu_processes_with(&id).is_empty());
-    // Both ports are free again.
+    // Both ports are free again (to a server that, like every server, sets
+    // SO_REUSEADDR: the publisher's closed connections may be in TIME_WAIT).
     w.host.sh_ok(
-        "python3 -c 'import socket; t=socket.socket(); t.bind((\"0.0.0.0\", 8080)); \
+        "python3 -c 'import socket; t=socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind((\"0.0.0.0\", 8080)); \
          u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((\"0.0.0.0\", 8080))'",
     );
 
@@ -726,8 +750,25 @@ fn names_isolation_and_the_network_commands() {
     );
     ok_in(h, &s, &["rm", "-f", "db", "client", "peer", "lonely"]);
     ok_in(h, &s, &["network", "rm", "appnet", "other"]);
+    // prune keeps a network a stopped (here: never started) container names.
+    ok_in(h, &s, &["network", "create", "kept"]);
+    ok_in(
+        h,
+        &s,
+        &[
+            "create",
+            "--name",
+            "idle",
+            "--network",
+            "kept",
+            &image,
+            "true",
+        ],
+    );
     let out = ok_in(h, &s, &["network", "prune", "-f"]);
     assert_eq!(out.stdout, "Deleted Networks:\nbackend\n");
+    ok_in(h, &s, &["rm", "idle"]);
+    ok_in(h, &s, &["network", "rm", "kept"]);
     let out = skiff_in(h, &s, &["network", "rm", "skiff"]);
     assert!(out.stderr.contains("cannot be removed"), "{out:?}");
     assert_eq!(h.leftovers(), "", "nothing left in the namespace");
@@ -825,6 +866,8 @@ fn a_non_root_user_gets_user_mode_networking() {
     assert_eq!(ns["NetworkMode"], "passt", "{ns}");
     assert_eq!(ns["Networks"]["passt"]["Private"], true, "{ns}");
     assert_eq!(ns["Ports"]["80/tcp"][0]["HostPort"], "8082", "{ns}");
+    let out = user(&["port", "u"]);
+    assert_eq!(out.stdout, "80/tcp -> 0.0.0.0:8082\n", "{out:?}");
     // (Debian's passt re-executes itself as passt.avx2 where it can.)
     let out = w.host.sh_ok("pgrep -u 65534 ^passt || true");
     assert_eq!(out.lines().count(), 1, "one passt, the user's: {out}");

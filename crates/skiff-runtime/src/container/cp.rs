@@ -296,8 +296,13 @@ fn unpack(
     expect_top: Option<&OsStr>,
     top: Option<&OsStr>,
 ) -> Result<()> {
-    let err =
-        |e: std::io::Error| invalid(format!("unpacking into {}: {}", root.display(), chain(&e)));
+    let err = |e: std::io::Error| {
+        invalid(format!(
+            "unpacking into {}: {}",
+            root.display(),
+            skiff_util::error::chain(&e)
+        ))
+    };
     let mut ar = tar::Archive::new(r);
     // False keeps mode & 0o777: no set-uid file planted on the host.
     ar.set_preserve_permissions(false);
@@ -356,20 +361,6 @@ fn unpack(
         e.unpack(&target).map_err(err)?;
     }
     Ok(())
-}
-
-/// An error with its causes (the tar crate's errors keep theirs inside).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s = format!("{s}: {t}");
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// Copies `src` on the host into the container at `dest`; `keep_owner`:

@@ -128,6 +128,9 @@ fn network_settings(c: &Container) -> Value {
     // Bound ports while it runs; as asked otherwise.
     let ports = match &lease {
         Some((_, l)) if running && l.running => ports_json(&l.ports),
+        _ if running && spec.mode == crate::network::NetworkMode::User => {
+            ports_json(&crate::network::passt::published(c.dir()))
+        }
         _ => ports_json(&spec.ports),
     };
     let mut networks = serde_json::Map::new();

@@ -8,6 +8,9 @@ pub fn ports(c: &Container) -> Vec<PortMapping> {
     if !c.status().is_active() {
         return Vec::new();
     }
+    if c.config.network.mode == crate::network::NetworkMode::User {
+        return crate::network::passt::published(c.dir());
+    }
     let paths = crate::Paths::of_container_dir(c.dir());
     crate::network::lease_of(&paths, c.id(), &c.config.network)
         .filter(|(_, l)| l.running)

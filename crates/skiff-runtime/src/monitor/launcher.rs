@@ -95,7 +95,8 @@ impl Launcher for VmLauncher {
                         mac: a.mac.clone(),
                         cidr: format!("{}/{}", a.ip, a.prefix),
                         mtu: a.mtu,
-                        gateway: Some(a.gateway.to_string()),
+                        // An internal network has no way out: no default route.
+                        gateway: (!a.internal).then(|| a.gateway.to_string()),
                     }),
                 })
                 .await?;

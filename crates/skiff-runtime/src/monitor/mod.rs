@@ -226,7 +226,17 @@ async fn monitor(
         });
     };
     let lock_path = dir.join(MONITOR_LOCK);
-    let lock = match skiff_util::lock::FileLock::try_exclusive(&lock_path) {
+    // Another process may hold the lock for a moment only to see whether it
+    // is held (`is_held`): a few tries before concluding a monitor runs.
+    let mut tried = skiff_util::lock::FileLock::try_exclusive(&lock_path);
+    for _ in 0..10 {
+        if !matches!(tried, Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        tried = skiff_util::lock::FileLock::try_exclusive(&lock_path);
+    }
+    let lock = match tried {
         Ok(Some(l)) => l,
         Ok(None) => {
             let id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -290,7 +300,7 @@ async fn monitor(
     // Its address and rules go (the network's bridge with its last one).
     let paths = crate::Paths::of_container_dir(dir);
     if let Err(e) = crate::network::detach(&paths, &shared.config.id, &shared.config.network) {
-        tracing::warn!("leaving the network: {e}");
+        tracing::warn!("leaving the network: {}", skiff_util::error::chain(&e));
     }
     if shared.config.auto_remove {
         let _ = std::fs::remove_dir_all(dir);

@@ -82,7 +82,7 @@ pub(crate) async fn supervise(
         let mut sandbox = match launched {
             Ok(s) => s,
             Err(e) => {
-                let message = e.to_string();
+                let message = skiff_util::error::chain(&e);
                 ready.send(&ReadyMsg::Failed {
                     message: message.clone(),
                     exit_code: 125,
@@ -151,7 +151,7 @@ pub(crate) async fn supervise(
         let pid = match agent.start_process(MAIN).await {
             Ok(pid) => pid,
             Err(e) => {
-                let message = e.to_string();
+                let message = skiff_util::error::chain(&e);
                 ready.send(&ReadyMsg::Failed {
                     message: message.clone(),
                     exit_code: 125,

@@ -63,16 +63,20 @@ fn monitor_lock(paths: &Paths, id: &str) -> PathBuf {
 /// containers: those whose monitor holds its lock, `exclude` aside. Every
 /// other lease goes (a container that stopped, was killed with -9 or
 /// removed), so an address is held exactly while its container runs, as
-/// with docker.
+/// with docker. The file is saved before the kernel is touched, so a kill
+/// in between leaves a lease the next change can repair from.
 fn reconcile(
     paths: &Paths,
     locked: &mut Locked,
     exclude: Option<&str>,
 ) -> Result<(), NetworkError> {
     locked.file.leases.retain(|l| {
+        // A lock that cannot be checked counts as held: never take a
+        // running container off its network by mistake.
         Some(l.container_id.as_str()) != exclude
-            && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(false)
+            && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(true)
     });
+    locked.save()?;
     let endpoints: Vec<Endpoint> = locked
         .file
         .leases
@@ -87,13 +91,25 @@ fn reconcile(
         .collect();
     let net = &locked.file.config;
     if endpoints.is_empty() {
-        firewall::apply(&firewall::ruleset(net, &[]))?;
+        // Both, even when the first fails.
+        let rules = firewall::apply(&firewall::ruleset(net, &[]));
         link::delete(&net.bridge)?;
+        rules
     } else {
         link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix_len())?;
-        firewall::apply(&firewall::ruleset(net, &endpoints))?;
+        firewall::apply(&firewall::ruleset(net, &endpoints))
     }
-    locked.save()
+}
+
+/// Repairs a network after a monitor vanished: leases, rules and bridge as
+/// its running containers need them.
+pub fn refresh(paths: &Paths, network: &str) -> Result<(), NetworkError> {
+    let mut locked = match Networks::new(paths).lock(network) {
+        Ok(l) => l,
+        Err(NetworkError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    reconcile(paths, &mut locked, None)
 }
 
 /// Connects container `id` (named `name`) to its network for one run; None
@@ -114,17 +130,26 @@ pub async fn attach(
     let networks = Networks::new(paths);
     // Bound first: a port in use fails before anything else is made.
     let bound = ports::bind_all(&spec.ports)?;
+    let mapped = bound.mappings();
     let mut locked = networks.lock(network)?;
     let mut names = vec![name.to_owned()];
     names.extend(spec.aliases.iter().cloned());
     let lease = locked.file.lease_for(id, names)?;
+    if let Some(l) = locked.file.leases.iter_mut().find(|l| l.container_id == id) {
+        l.running = true;
+        l.ports = mapped.clone();
+    }
+    // Recorded before anything is made: whatever a kill leaves from here
+    // on, the next change finds the lease and repairs.
+    locked.save()?;
     let net = locked.file.config.clone();
     let tap_name = tap::name_for(id);
     let made = (|| {
-        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix_len())?;
         firewall::enable_forwarding()?;
+        link::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix_len())?;
         let fd = tap::open(&tap_name)?;
         link::attach(&tap_name, &net.bridge)?;
+        reconcile(paths, &mut locked, None)?;
         Ok::<_, NetworkError>(fd)
     })();
     let fd = match made {
@@ -136,15 +161,6 @@ pub async fn attach(
             return Err(e);
         }
     };
-    let mapped = bound.mappings();
-    if let Some(l) = locked.file.leases.iter_mut().find(|l| l.container_id == id) {
-        l.running = true;
-        l.ports = mapped.clone();
-    }
-    if let Err(e) = reconcile(paths, &mut locked, None) {
-        let _ = reconcile(paths, &mut locked, Some(id));
-        return Err(e);
-    }
     drop(locked);
 
     let mut services = tokio::task::JoinSet::new();
@@ -153,9 +169,14 @@ pub async fn attach(
     let dns_addr = SocketAddrV4::new(net.gateway, DNS_PORT);
     match dns::bind(dns_addr) {
         Ok(socket) => {
-            let upstreams = std::fs::read_to_string("/etc/resolv.conf")
-                .map(|t| dns::upstreams_from_resolv_conf(&t))
-                .unwrap_or_default();
+            // An internal network asks no one outside, not even for names.
+            let upstreams = if net.internal {
+                Vec::new()
+            } else {
+                std::fs::read_to_string("/etc/resolv.conf")
+                    .map(|t| dns::upstreams_from_resolv_conf(&t))
+                    .unwrap_or_default()
+            };
             let names: Arc<dyn dns::Names> =
                 Arc::new(FileNames::new(&networks, &net.name, net.dns));
             services.spawn(dns::serve(socket, names, upstreams));
@@ -164,10 +185,10 @@ pub async fn attach(
         // SO_REUSEPORT): the container runs, but without names.
         Err(source) => tracing::warn!(
             "{}",
-            NetworkError::Dns {
+            skiff_util::error::chain(&NetworkError::Dns {
                 addr: dns_addr,
                 source
-            }
+            })
         ),
     }
     let nameservers = if spec.dns.is_empty() {

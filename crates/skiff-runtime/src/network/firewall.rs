@@ -5,10 +5,11 @@
 //!
 //! Two tables per network, both named `skiff-<bridge>`:
 //! - `ip`: masquerade out of the subnet (none when internal), DNAT of
-//!   published ports for traffic from other hosts, and isolation from the
-//!   other skiff networks (`sk-*` bridges), or from everything when internal.
-//! - `bridge`: anti-spoofing on each tap: frames must carry the container's
-//!   own MAC and IPv4 address.
+//!   published ports for traffic from other hosts, and a forward filter: into
+//!   the bridge only published ports and replies, nothing to other skiff
+//!   networks (`sk-*` bridges), nothing in or out at all when internal.
+//! - `bridge`: anti-spoofing on each tap: frames must be IPv4 or ARP and
+//!   carry the container's own MAC and IPv4 address.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -92,7 +93,10 @@ pub fn ruleset(net: &NetworkConfig, endpoints: &[Endpoint]) -> Value {
         ));
         for ep in endpoints {
             for p in &ep.ports {
-                let mut expr = Vec::new();
+                // From the bridge itself (a container to a published port
+                // of its own network) the monitor's publisher answers: a DNAT
+                // here would send the reply past the client's NAT.
+                let mut expr = vec![is("!=", meta("iifname"), json!(br))];
                 match p.host_ip {
                     std::net::IpAddr::V4(ip) if !ip.is_unspecified() => {
                         expr.push(is("==", payload("ip", "daddr"), json!(ip.to_string())));
@@ -115,49 +119,52 @@ pub fn ruleset(net: &NetworkConfig, endpoints: &[Endpoint]) -> Value {
             }
         }
     }
-    // Published ports stay reachable from other networks through the host.
-    cmds.push(rule(
-        "ip",
-        &t,
-        "forward",
+    let fwd = |expr: Vec<Value>| rule("ip", &t, "forward", expr);
+    let into_bridge = || {
         vec![
+            is("==", meta("oifname"), json!(br)),
+            is("!=", meta("iifname"), json!(br)),
+        ]
+    };
+    let with = |mut head: Vec<Value>, tail: Vec<Value>| {
+        head.extend(tail);
+        head
+    };
+    if net.internal {
+        // Nothing in or out, published or not.
+        cmds.push(fwd(vec![
+            is("==", meta("iifname"), json!(br)),
+            is("!=", meta("oifname"), json!(br)),
+            json!({"drop": null}),
+        ]));
+        cmds.push(fwd(with(into_bridge(), vec![json!({"drop": null})])));
+    } else {
+        // Published ports, from anywhere (other networks' containers too,
+        // through the host's addresses).
+        cmds.push(fwd(vec![
             is("in", json!({"ct": {"key": "status"}}), json!("dnat")),
             json!({"accept": null}),
-        ],
-    ));
-    if net.internal {
-        cmds.push(rule(
-            "ip",
-            &t,
-            "forward",
+        ]));
+        // Into the bridge: replies to the containers' own connections, and
+        // nothing else (no other host or network routes in to them).
+        cmds.push(fwd(with(
+            into_bridge(),
             vec![
-                is("==", meta("iifname"), json!(br)),
-                is("!=", meta("oifname"), json!(br)),
-                json!({"drop": null}),
+                is(
+                    "in",
+                    json!({"ct": {"key": "state"}}),
+                    json!(["established", "related"]),
+                ),
+                json!({"accept": null}),
             ],
-        ));
-        cmds.push(rule(
-            "ip",
-            &t,
-            "forward",
-            vec![
-                is("==", meta("oifname"), json!(br)),
-                is("!=", meta("iifname"), json!(br)),
-                json!({"drop": null}),
-            ],
-        ));
-    } else {
-        cmds.push(rule(
-            "ip",
-            &t,
-            "forward",
-            vec![
-                is("==", meta("iifname"), json!(br)),
-                is("==", meta("oifname"), json!("sk-*")),
-                is("!=", meta("oifname"), json!(br)),
-                json!({"drop": null}),
-            ],
-        ));
+        )));
+        cmds.push(fwd(with(into_bridge(), vec![json!({"drop": null})])));
+        cmds.push(fwd(vec![
+            is("==", meta("iifname"), json!(br)),
+            is("==", meta("oifname"), json!("sk-*")),
+            is("!=", meta("oifname"), json!(br)),
+            json!({"drop": null}),
+        ]));
     }
 
     cmds.push(json!({"add": {"table": table("bridge", &t)}}));
@@ -185,8 +192,12 @@ pub fn ruleset(net: &NetworkConfig, endpoints: &[Endpoint]) -> Value {
             json!(ep.ip.to_string()),
         )));
         cmds.push(r(is("!=", payload("arp", "saddr ether"), json!(ep.mac))));
-        // No IPv6 on skiff networks: nothing to spoof with.
-        cmds.push(r(is("==", payload("ether", "type"), json!("ip6"))));
+        // IPv4 and ARP only (no IPv6, VLAN tags or other types to slip by).
+        cmds.push(r(is(
+            "!=",
+            payload("ether", "type"),
+            json!({"set": ["ip", "arp"]}),
+        )));
     }
     json!({"nftables": cmds})
 }

@@ -68,29 +68,52 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkErr
     }
 }
 
-/// Makes the bridge `name` with `gateway/prefix` and brings it up; nothing
-/// happens when it already exists.
+/// Makes the bridge `name` with `gateway/prefix` and brings it up. An existing
+/// bridge gets its address and link state checked too: one made by a process
+/// killed half-way is finished here.
 pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
     let name = name.to_owned();
     with_handle(move |h| {
         Box::pin(async move {
-            if index_of(&h, &name).await?.is_some() {
-                return Ok(());
+            if index_of(&h, &name).await?.is_none() {
+                match h
+                    .link()
+                    .add(LinkBridge::new(&name).mtu(MTU).build())
+                    .execute()
+                    .await
+                {
+                    Ok(()) => {}
+                    // Made meanwhile by another monitor.
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                    Err(e) => {
+                        return Err(NetworkError::Netlink(format!(
+                            "creating bridge {name}: {e}"
+                        )))
+                    }
+                }
             }
-            h.link()
-                .add(LinkBridge::new(&name).mtu(MTU).build())
-                .execute()
-                .await
-                .map_err(|e| NetworkError::Netlink(format!("creating bridge {name}: {e}")))?;
             let idx = index_of(&h, &name)
                 .await?
                 .ok_or_else(|| NetworkError::Netlink(format!("bridge {name} vanished")))?;
-            h.address()
+            match h
+                .address()
                 .add(idx, IpAddr::V4(gateway), prefix)
                 .execute()
                 .await
-                .map_err(|e| NetworkError::Netlink(format!("addressing bridge {name}: {e}")))?;
-            Ok(())
+            {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                Err(e) => {
+                    return Err(NetworkError::Netlink(format!(
+                        "addressing bridge {name}: {e}"
+                    )))
+                }
+            }
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute()
+                .await
+                .map_err(|e| NetworkError::Netlink(format!("bringing bridge {name} up: {e}")))
         })
     })
 }

@@ -50,6 +50,8 @@ pub enum NetworkError {
     InUse { name: String, containers: String },
     #[error("the default network {0} cannot be removed")]
     Default(String),
+    #[error("{path} is damaged ({why}): remove that file to start the network afresh")]
+    Corrupt { path: PathBuf, why: String },
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("tap {name}")]
@@ -157,8 +159,13 @@ pub fn repair_lost(paths: &crate::Paths, id: &str, spec: &ContainerNetwork) {
     if lease_of(paths, id, spec).is_none() {
         return;
     }
-    if let Err(e) = detach(paths, id, spec) {
-        tracing::warn!("cleaning up the network of {id}: {e}");
+    // Not "without this container": a new monitor of it may have started
+    // since its death was seen; the lock check in reconcile decides.
+    if let Err(e) = attach::refresh(paths, spec.network().unwrap_or_default()) {
+        tracing::warn!(
+            "cleaning up the network of {id}: {}",
+            skiff_util::error::chain(&e)
+        );
     }
 }
 

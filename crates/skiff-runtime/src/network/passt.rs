@@ -44,6 +44,17 @@ fn port_spec(m: &PortMapping) -> String {
     }
 }
 
+/// The ports passt publishes for the running container, in its directory.
+pub const PUBLISHED: &str = "published.json";
+
+/// The ports recorded for the container in `dir` (user mode).
+pub fn published(dir: &Path) -> Vec<PortMapping> {
+    std::fs::read(dir.join(PUBLISHED))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// passt finds its end of the socket pair here.
 const PASST_FD: i32 = 3;
 
@@ -56,6 +67,10 @@ pub async fn attach(dir: &Path, spec: &ContainerNetwork) -> Result<Attached, Net
     let bound = ports::bind_all(&spec.ports)?;
     let mapped = bound.mappings();
     drop(bound);
+    // Where `port` and `inspect` find them (there is no lease in user mode).
+    let published = serde_json::to_vec(&mapped).map_err(|e| NetworkError::Passt(e.to_string()))?;
+    skiff_util::atomic::write(&dir.join(PUBLISHED), &published, 0o644)
+        .map_err(|e| NetworkError::Passt(format!("recording the ports: {e}")))?;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| NetworkError::Passt(format!("socket pair: {e}")))?;
     let mut cmd = tokio::process::Command::new("passt");

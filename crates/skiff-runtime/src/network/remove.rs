@@ -5,8 +5,9 @@ use super::store::{Locked, Networks, DEFAULT_NETWORK};
 use super::{firewall, link, NetworkError};
 use crate::Paths;
 
-/// Takes the network's bridge and rules down and deletes it. Leases of
-/// stopped containers go with it (their next start fails: network not found).
+/// Takes the network's bridge and rules down and deletes it. A stopped
+/// container that named it fails its next start (network not found), as
+/// with docker.
 fn remove_locked(
     paths: &Paths,
     networks: &Networks,
@@ -21,7 +22,7 @@ fn remove_locked(
                 .containers()
                 .join(&l.container_id)
                 .join(crate::container::MONITOR_LOCK);
-            skiff_util::lock::is_held(&lock).unwrap_or(false)
+            skiff_util::lock::is_held(&lock).unwrap_or(true)
         })
         .map(|l| {
             l.names
@@ -38,8 +39,13 @@ fn remove_locked(
     }
     locked.file.leases.clear();
     let net = &locked.file.config;
-    firewall::apply(&firewall::ruleset(net, &[]))?;
-    link::delete(&net.bridge)?;
+    // Without root there is nothing of ours in the kernel to take down (a
+    // user's networks never get a bridge).
+    if rustix::process::geteuid().is_root() {
+        let rules = firewall::apply(&firewall::ruleset(net, &[]));
+        link::delete(&net.bridge)?;
+        rules?;
+    }
     networks.remove_files(locked)
 }
 
@@ -54,24 +60,33 @@ pub fn remove(paths: &Paths, name_or_id: &str) -> Result<String, NetworkError> {
     Ok(name)
 }
 
-/// `network prune`: every user-defined network that no container uses.
+/// The networks that containers (running or not) name in their configs.
+fn named_by_containers(paths: &Paths) -> std::collections::BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(paths.containers()) else {
+        return Default::default();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let bytes = std::fs::read(e.path().join("config.json")).ok()?;
+            let c: crate::container::config::ContainerConfig =
+                serde_json::from_slice(&bytes).ok()?;
+            c.network.network().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// `network prune`: every user-defined network that no container, running
+/// or stopped, names.
 pub fn prune(paths: &Paths) -> Result<Vec<String>, NetworkError> {
     let networks = Networks::new(paths);
+    let used = named_by_containers(paths);
     let mut removed = Vec::new();
     for n in networks.list()? {
         let name = n.config.name;
-        if name == DEFAULT_NETWORK {
+        if name == DEFAULT_NETWORK || used.contains(&name) {
             continue;
         }
         let locked = networks.lock(&name)?;
-        let used = locked
-            .file
-            .leases
-            .iter()
-            .any(|l| paths.containers().join(&l.container_id).is_dir());
-        if used {
-            continue;
-        }
         remove_locked(paths, &networks, locked)?;
         removed.push(name);
     }

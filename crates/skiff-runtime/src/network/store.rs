@@ -66,6 +66,34 @@ pub struct NetworkFile {
 }
 
 impl NetworkFile {
+    /// What a well-formed file of network `name` is: its own name, a bridge
+    /// of ours, containers' ids, MACs and addresses of the subnet.
+    fn check(&self, name: &str) -> Result<(), String> {
+        let c = &self.config;
+        if c.name != name {
+            return Err(format!("it names network {:?}", c.name));
+        }
+        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+        let bridge_ok = c
+            .bridge
+            .strip_prefix("sk-")
+            .is_some_and(|h| h.len() == 8 && hex(h));
+        if !bridge_ok || !hex(&c.id) || !c.subnet.contains(&c.gateway) {
+            return Err("bad id, bridge or gateway".into());
+        }
+        for l in &self.leases {
+            let mac_ok = l.mac.len() == 17 && l.mac.split(':').all(|o| o.len() == 2 && hex(o));
+            if l.container_id.len() != 64
+                || !hex(&l.container_id)
+                || !mac_ok
+                || !c.subnet.contains(&l.ip)
+            {
+                return Err(format!("bad lease {:?}", l.container_id));
+            }
+        }
+        Ok(())
+    }
+
     /// The lease of `container_id`, if any.
     pub fn lease(&self, container_id: &str) -> Option<&Lease> {
         self.leases.iter().find(|l| l.container_id == container_id)
@@ -178,27 +206,42 @@ impl Networks {
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Reads a network without a lock (a consistent snapshot).
+    /// Reads a network without a lock (a consistent snapshot). The file is
+    /// checked: its names go into paths, link names and QEMU's options.
     pub fn get(&self, name: &str) -> Result<NetworkFile, NetworkError> {
+        valid_name(name)?;
         let path = self.file(name);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| NetworkError::Io {
-                what: "parsing",
-                path,
-                source: e.into(),
-            }),
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if name == DEFAULT_NETWORK {
-                    self.create_default()?;
-                    return self.get(name);
-                }
-                Err(NetworkError::NotFound(name.to_owned()))
+                return Err(NetworkError::NotFound(name.to_owned()))
             }
-            Err(e) => Err(NetworkError::Io {
-                what: "reading",
-                path,
-                source: e,
-            }),
+            Err(e) => {
+                return Err(NetworkError::Io {
+                    what: "reading",
+                    path,
+                    source: e,
+                })
+            }
+        };
+        let file: NetworkFile = serde_json::from_slice(&bytes).map_err(|e| NetworkError::Io {
+            what: "parsing",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        file.check(name)
+            .map_err(|why| NetworkError::Corrupt { path, why })?;
+        Ok(file)
+    }
+
+    /// The default network, made if it does not exist yet.
+    pub fn ensure_default(&self) -> Result<NetworkFile, NetworkError> {
+        match self.get(DEFAULT_NETWORK) {
+            Err(NetworkError::NotFound(_)) => {
+                self.create_default()?;
+                self.get(DEFAULT_NETWORK)
+            }
+            r => r,
         }
     }
 
@@ -249,7 +292,11 @@ impl Networks {
 
     /// Finds a network by name or id prefix.
     pub fn find(&self, name_or_id: &str) -> Result<NetworkFile, NetworkError> {
+        if name_or_id == DEFAULT_NETWORK {
+            return self.ensure_default();
+        }
         match self.get(name_or_id) {
+            Err(NetworkError::BadName(_)) => {}
             Err(NetworkError::NotFound(_)) if !name_or_id.is_empty() => {}
             r => return r,
         }
@@ -366,13 +413,12 @@ impl Networks {
         Ok(config)
     }
 
-    /// Deletes a network's files (the caller has checked it is unused and
-    /// taken down its bridge and rules).
+    /// Deletes a network's file (the caller has checked it is unused and
+    /// taken down its bridge and rules). The lock file stays: a waiter on it
+    /// must never hold a lock that a later creator of the name does not see.
     pub fn remove_files(&self, locked: Locked) -> Result<(), NetworkError> {
         let path = self.file(&locked.file.config.name);
-        std::fs::remove_file(&path).map_err(NetworkError::io("removing", &path))?;
-        let _ = std::fs::remove_file(self.dir.join(format!("{}.lock", locked.file.config.name)));
-        Ok(())
+        std::fs::remove_file(&path).map_err(NetworkError::io("removing", &path))
     }
 }
 
@@ -396,6 +442,11 @@ pub fn valid_name(name: &str) -> Result<(), NetworkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A container id as create makes them: 64 hex digits.
+    fn id(i: usize) -> String {
+        format!("{i:064x}")
+    }
 
     fn networks() -> (tempfile::TempDir, Networks) {
         let dir = tempfile::tempdir().unwrap();
@@ -425,10 +476,7 @@ mod tests {
                     let n = &n;
                     s.spawn(move || {
                         let mut l = n.lock("appnet").unwrap();
-                        let lease = l
-                            .file
-                            .lease_for(&format!("c{i:02}"), vec![format!("n{i}")])
-                            .unwrap();
+                        let lease = l.file.lease_for(&id(i), vec![format!("n{i}")]).unwrap();
                         l.save().unwrap();
                         lease.ip
                     })
@@ -443,7 +491,7 @@ mod tests {
         assert!(ips.iter().all(|ip| *ip != file.config.gateway));
         // A container asking again keeps its address.
         let mut l = n.lock("appnet").unwrap();
-        let again = l.file.lease_for("c03", vec!["n3".into()]).unwrap();
+        let again = l.file.lease_for(&id(3), vec!["n3".into()]).unwrap();
         assert_eq!(again.ip, ips[3]);
         assert_eq!(l.file.leases.len(), 16);
     }
@@ -486,8 +534,22 @@ mod tests {
             "network nope not found: list networks with `skiff network ls`"
         );
         // The default network comes by itself.
-        assert_eq!(n.get(DEFAULT_NETWORK).unwrap().config.name, "skiff");
+        assert_eq!(n.ensure_default().unwrap().config.name, "skiff");
         assert!(!n.get(DEFAULT_NETWORK).unwrap().config.dns);
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_in_one_line() {
+        let (d, n) = networks();
+        create(&n, "x", Some("10.90.103.0/24")).unwrap();
+        let path = d.path().join("networks/x.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["config"]["bridge"] = "eth0".into();
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let e = n.get("x").unwrap_err().to_string();
+        assert!(e.ends_with("x.json is damaged (bad id, bridge or gateway): remove that file to start the network afresh"), "{e}");
+        assert!(matches!(n.get("../x"), Err(NetworkError::BadName(_))));
     }
 
     #[test]
@@ -497,10 +559,10 @@ mod tests {
         let mut l = n.lock("small").unwrap();
         let lease = l
             .file
-            .lease_for("one", vec!["Web".into(), "alias".into()])
+            .lease_for(&id(1), vec!["Web".into(), "alias".into()])
             .unwrap();
         assert_eq!(lease.ip, Ipv4Addr::new(10, 90, 102, 2));
-        let e = l.file.lease_for("two", vec![]).unwrap_err().to_string();
+        let e = l.file.lease_for(&id(2), vec![]).unwrap_err().to_string();
         assert_eq!(e, "network small has no free address left");
         assert!(l.file.resolve("web").is_empty(), "not running yet");
         l.file.leases[0].running = true;

@@ -41,5 +41,9 @@ fn ready_pipe() -> Option<OwnedFd> {
     }
     // SAFETY: READY_FD is open (/proc shows it), is the pipe the starter put
     // there for us, and nothing else in this process owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(READY_FD) })
+    let fd = unsafe { OwnedFd::from_raw_fd(READY_FD) };
+    // The monitor's children (QEMU, passt, nft) must not hold the starter's
+    // pipe open.
+    let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+    Some(fd)
 }

@@ -101,7 +101,7 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
         }
         NetworkCommand::Ls(a) => {
             // The default network is listed from the start, as docker's bridge.
-            networks.get(network::DEFAULT_NETWORK)?;
+            networks.ensure_default()?;
             let all = networks.list()?;
             if a.quiet {
                 for n in &all {
@@ -123,7 +123,7 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
                                 if a.no_trunc {
                                     c.id.clone()
                                 } else {
-                                    c.id[..12].to_owned()
+                                    c.id.get(..12).unwrap_or(&c.id).to_owned()
                                 },
                                 c.name.clone(),
                                 "bridge".into(),
@@ -150,18 +150,27 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Rm(a) => {
-            let mut failed = None;
+            // docker's way: each name removed or said why, one line each.
+            let mut failed = 0;
             for name in &a.names {
                 match network::remove::remove(&paths, name) {
                     Ok(_) => println!("{name}"),
+                    Err(e) if a.names.len() == 1 => {
+                        return Err(
+                            anyhow::Error::new(e).context(format!("removing network {name}"))
+                        )
+                    }
                     Err(e) => {
-                        eprintln!("Error: removing network {name}: {e}");
-                        failed = Some(e);
+                        eprintln!(
+                            "Error: removing network {name}: {}",
+                            skiff_util::error::chain(&e)
+                        );
+                        failed += 1;
                     }
                 }
             }
-            if failed.is_some() {
-                anyhow::bail!("some networks were not removed");
+            if failed > 0 {
+                std::process::exit(1);
             }
         }
         NetworkCommand::Prune(_) => {

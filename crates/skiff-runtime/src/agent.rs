@@ -58,6 +58,8 @@ pub struct RootSetup {
     pub nameservers: Vec<String>,
     pub search: Vec<String>,
     pub dns_options: Vec<String>,
+    /// tmpfs mounts: (target, options), made before the root goes read-only.
+    pub tmpfs: Vec<(String, Vec<String>)>,
 }
 
 /// The guest's network: loopback, and eth0 when the container has a network.
@@ -210,6 +212,17 @@ impl Agent {
                 nameservers: s.nameservers.clone(),
                 search: s.search.clone(),
                 dns_options: s.dns_options.clone(),
+                mounts: s
+                    .tmpfs
+                    .iter()
+                    .map(|(target, options)| v1::MountRequest {
+                        source: "tmpfs".into(),
+                        target: target.clone(),
+                        fstype: "tmpfs".into(),
+                        options: options.clone(),
+                        mkdir: true,
+                    })
+                    .collect(),
             })
             .await
             .map_err(AgentError::from_status(

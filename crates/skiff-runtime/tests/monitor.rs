@@ -107,6 +107,8 @@ fn config(id: &str, script: &str) -> ContainerConfig {
         log_opts: vec![],
         created: skiff_runtime::time::now_rfc3339(),
         network: Default::default(),
+        readonly_root: false,
+        tmpfs: Vec::new(),
     }
 }
 

@@ -24,6 +24,8 @@ pub enum SetupError {
     NoDevice(String),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Mount(#[from] crate::mounts::MountError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(Errno) -> SetupError {
@@ -83,6 +85,9 @@ pub async fn setup(req: &ContainerSetup) -> Result<(), SetupError> {
     }
     if !req.hostname.is_empty() {
         rustix::system::sethostname(req.hostname.as_bytes()).map_err(io_err("sethostname"))?;
+    }
+    for m in &req.mounts {
+        crate::mounts::mount(m)?;
     }
     if req.readonly && writable {
         rustix::mount::mount_remount("/", MountFlags::RDONLY, c"")

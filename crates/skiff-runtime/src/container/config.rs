@@ -146,6 +146,132 @@ pub struct ContainerConfig {
     /// The network it joins, its published ports, names and resolver.
     #[serde(default)]
     pub network: crate::network::ContainerNetwork,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    #[serde(default)]
+    pub readonly_root: bool,
+    /// `--tmpfs` and `--mount type=tmpfs`, in order.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsMount>,
+}
+
+/// A tmpfs in the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Absolute path in the container.
+    pub target: String,
+    /// mount(8) options: `size=…`, `mode=…`, `noexec`, …
+    pub options: Vec<String>,
+}
+
+/// The least memory a VM boots with: Debian's cloud kernel panics at boot
+/// with 64 MiB and leaves 45 MiB free with 80 (measured under TCG).
+pub const MIN_MEMORY_MIB: u32 = 96;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BadMount {
+    #[error(
+        "invalid --tmpfs {0:?}: use PATH[:OPTIONS], PATH absolute (e.g. /tmp:size=64m,mode=1777)"
+    )]
+    Tmpfs(String),
+    #[error("invalid tmpfs option {option:?} in {spec:?}: use size=, mode=, uid=, gid=, nr_inodes=, ro, rw, exec, noexec, suid, nosuid, dev, nodev")]
+    TmpfsOption { spec: String, option: String },
+    #[error("invalid --mount {spec:?}: {why}")]
+    Mount { spec: String, why: String },
+}
+
+fn tmpfs_option_ok(o: &str) -> bool {
+    match o.split_once('=') {
+        Some(("size" | "nr_inodes", v)) => {
+            let v = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+            !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+        }
+        Some(("mode", v)) => {
+            !v.is_empty() && v.len() <= 4 && v.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        }
+        Some(("uid" | "gid", v)) => !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()),
+        Some(_) => false,
+        None => matches!(
+            o,
+            "ro" | "rw" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev"
+        ),
+    }
+}
+
+impl TmpfsMount {
+    /// docker's `--tmpfs PATH[:OPTIONS]`; without options, docker's
+    /// `noexec,nosuid,nodev`.
+    pub fn parse_flag(spec: &str) -> Result<Self, BadMount> {
+        let (target, opts) = spec.split_once(':').unwrap_or((spec, ""));
+        if !target.starts_with('/') || target.contains("/../") || target.ends_with("/..") {
+            return Err(BadMount::Tmpfs(spec.to_owned()));
+        }
+        let mut options = vec!["noexec".to_owned(), "nosuid".into(), "nodev".into()];
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            if !tmpfs_option_ok(o) {
+                return Err(BadMount::TmpfsOption {
+                    spec: spec.to_owned(),
+                    option: o.to_owned(),
+                });
+            }
+            options.push(o.to_owned());
+        }
+        Ok(Self {
+            target: target.to_owned(),
+            options,
+        })
+    }
+
+    /// docker's `--mount type=tmpfs,dst=PATH[,tmpfs-size=N][,tmpfs-mode=OCTAL][,readonly]`.
+    /// Other types are refused for now.
+    pub fn parse_mount(spec: &str) -> Result<Self, BadMount> {
+        let bad = |why: &str| BadMount::Mount {
+            spec: spec.to_owned(),
+            why: why.to_owned(),
+        };
+        match spec.split(',').find_map(|f| f.strip_prefix("type=")) {
+            Some("tmpfs") => {}
+            Some("bind") | Some("volume") => {
+                return Err(bad(
+                    "bind mounts and volumes are not supported yet; type=tmpfs is",
+                ))
+            }
+            _ => return Err(bad("type=tmpfs is required")),
+        }
+        let mut target = None;
+        let mut options = vec!["nosuid".to_owned(), "nodev".into()];
+        for field in spec.split(',') {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            match k {
+                "type" => {}
+                "dst" | "destination" | "target" => target = Some(v),
+                "tmpfs-size" => {
+                    let o = format!("size={v}");
+                    if !tmpfs_option_ok(&o) {
+                        return Err(bad("tmpfs-size takes a size (e.g. 64m)"));
+                    }
+                    options.push(o);
+                }
+                "tmpfs-mode" => {
+                    let o = format!("mode={v}");
+                    if !tmpfs_option_ok(&o) {
+                        return Err(bad("tmpfs-mode takes an octal mode (e.g. 1777)"));
+                    }
+                    options.push(o);
+                }
+                "readonly" | "ro" if v.is_empty() || v == "true" || v == "1" => {
+                    options.push("ro".into())
+                }
+                _ => return Err(bad(&format!("unknown field {k:?}"))),
+            }
+        }
+        let target = target
+            .filter(|t| t.starts_with('/'))
+            .ok_or_else(|| bad("dst=/absolute/path is required"))?;
+        Ok(Self {
+            target: target.to_owned(),
+            options,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +294,49 @@ mod tests {
             let e = bad.parse::<RestartPolicy>().unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
         }
+    }
+
+    #[test]
+    fn tmpfs_flags_parse_as_docker() {
+        let t = TmpfsMount::parse_flag("/tmp:size=32m,mode=1777").unwrap();
+        assert_eq!(t.target, "/tmp");
+        assert_eq!(
+            t.options,
+            ["noexec", "nosuid", "nodev", "size=32m", "mode=1777"]
+        );
+        assert_eq!(
+            TmpfsMount::parse_flag("/run").unwrap().options,
+            ["noexec", "nosuid", "nodev"]
+        );
+        let m =
+            TmpfsMount::parse_mount("type=tmpfs,dst=/data,tmpfs-size=16m,tmpfs-mode=700").unwrap();
+        assert_eq!(
+            (m.target.as_str(), m.options.clone()),
+            (
+                "/data",
+                vec![
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "size=16m".into(),
+                    "mode=700".into()
+                ]
+            )
+        );
+        for bad in [
+            "tmp",
+            "/a:size=x",
+            "/a:uid=root",
+            "/a:bogus",
+            "/a/..:size=1m",
+        ] {
+            assert!(TmpfsMount::parse_flag(bad).is_err(), "{bad}");
+        }
+        let e = TmpfsMount::parse_mount("type=bind,src=/a,dst=/b")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "invalid --mount \"type=bind,src=/a,dst=/b\": bind mounts and volumes are not supported yet; type=tmpfs is");
+        assert!(TmpfsMount::parse_mount("type=tmpfs").is_err());
+        assert!(TmpfsMount::parse_mount("type=tmpfs,dst=/x,tmpfs-mode=999").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use skiff_oci::store::{ImageRecord, Store};
 
-use super::config::{ContainerConfig, HealthConfig, ProcessConfig, RestartPolicy};
+use super::config::{ContainerConfig, HealthConfig, ProcessConfig, RestartPolicy, TmpfsMount};
 use super::state::ContainerState;
 use super::{io, write_json, Container, ContainerError, Containers, Result, STATE_FILE};
 use crate::image_config::{self, ImageHealthcheck, ImageProcess, Overrides};
@@ -33,6 +33,12 @@ pub struct CreateOptions {
     pub health: HealthOptions,
     pub log_opts: Vec<String>,
     pub network: NetworkOptions,
+    /// `--read-only`.
+    pub readonly_root: bool,
+    /// `--tmpfs PATH[:OPTS]`, as given.
+    pub tmpfs: Vec<String>,
+    /// `--mount …`, as given.
+    pub mounts: Vec<String>,
 }
 
 /// `--network`, `-p`, `-P`, `--dns*`, `--add-host`, as given.
@@ -198,6 +204,19 @@ pub fn create(
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let healthcheck = healthcheck(&o.health, image.healthcheck.as_ref())?;
     let network = network(containers.paths(), &o.network, &image)?;
+    if o.memory_mib < super::config::MIN_MEMORY_MIB {
+        return Err(ContainerError::Invalid(format!(
+            "--memory is too little: a container's VM needs at least {}M",
+            super::config::MIN_MEMORY_MIB
+        )));
+    }
+    let mut tmpfs = Vec::new();
+    for t in &o.tmpfs {
+        tmpfs.push(TmpfsMount::parse_flag(t).map_err(|e| ContainerError::Invalid(e.to_string()))?);
+    }
+    for m in &o.mounts {
+        tmpfs.push(TmpfsMount::parse_mount(m).map_err(|e| ContainerError::Invalid(e.to_string()))?);
+    }
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(o.labels.clone());
 
@@ -223,7 +242,7 @@ pub fn create(
         },
         hostname: o.hostname.clone().unwrap_or_else(|| id[..12].to_owned()),
         cpus: o.cpus.max(1),
-        memory_mib: o.memory_mib.max(64),
+        memory_mib: o.memory_mib,
         labels,
         restart: o.restart,
         auto_remove: o.auto_remove,
@@ -233,6 +252,8 @@ pub fn create(
         log_opts: o.log_opts.clone(),
         created: crate::time::now_rfc3339(),
         network,
+        readonly_root: o.readonly_root,
+        tmpfs,
     };
 
     let _names = containers.names_lock()?;

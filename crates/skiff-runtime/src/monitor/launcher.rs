@@ -116,12 +116,17 @@ impl Launcher for VmLauncher {
                     // The overlay is the VM's first (and only) disk.
                     device: "/dev/vda".into(),
                     fstype: "ext4".into(),
-                    readonly: false,
+                    readonly: config.readonly_root,
                     hostname: config.hostname.clone(),
                     hosts,
                     nameservers,
                     search,
                     dns_options: net.dns_options.clone(),
+                    tmpfs: config
+                        .tmpfs
+                        .iter()
+                        .map(|t| (t.target.clone(), t.options.clone()))
+                        .collect(),
                 })
                 .await?;
             Ok(Box::new(Networked {

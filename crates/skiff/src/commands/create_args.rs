@@ -92,6 +92,17 @@ pub struct CreateArgs {
     /// resolv.conf option (e.g. ndots:2).
     #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
     pub dns_options: Vec<String>,
+    /// Mount the root filesystem read-only (writes fail with EROFS; --tmpfs
+    /// mounts stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: PATH[:OPTIONS], e.g. /tmp:size=64m,mode=1777
+    /// (default options noexec,nosuid,nodev, as docker).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// A mount: type=tmpfs,dst=PATH[,tmpfs-size=64m][,tmpfs-mode=1777][,readonly].
+    #[arg(long, value_name = "type=tmpfs,dst=PATH,…")]
+    pub mount: Vec<String>,
     /// Add a line to /etc/hosts.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
@@ -212,6 +223,9 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
             disable: a.no_healthcheck,
         },
         log_opts: a.log_opts.clone(),
+        readonly_root: a.read_only,
+        tmpfs: a.tmpfs.clone(),
+        mounts: a.mount.clone(),
         network: NetworkOptions {
             network: a.network.clone(),
             aliases: a.network_aliases.clone(),

@@ -21,6 +21,7 @@ const APPLETS: &[&str] = &[
     "nslookup",
     "mkdir",
     "timeout",
+    "df",
     "sh",
     "echo",
     "cat",

@@ -121,6 +121,7 @@ async fn boots_sets_up_the_container_and_powers_off() {
         debug: true,
         boot_timeout: Duration::from_secs(120),
         nics: Vec::new(),
+        shares: Vec::new(),
     };
     let booted_at = unix_now();
     let vm = RunningVm::boot(cfg).await.unwrap_or_else(|e| panic!("{e}"));

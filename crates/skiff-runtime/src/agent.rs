@@ -58,8 +58,17 @@ pub struct RootSetup {
     pub nameservers: Vec<String>,
     pub search: Vec<String>,
     pub dns_options: Vec<String>,
-    /// tmpfs mounts: (target, options), made before the root goes read-only.
-    pub tmpfs: Vec<(String, Vec<String>)>,
+    /// Mounts in the container, made before the root goes read-only.
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A filesystem to mount in the container.
+#[derive(Debug, Clone)]
+pub struct GuestMount {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub options: Vec<String>,
 }
 
 /// The guest's network: loopback, and eth0 when the container has a network.
@@ -213,13 +222,13 @@ impl Agent {
                 search: s.search.clone(),
                 dns_options: s.dns_options.clone(),
                 mounts: s
-                    .tmpfs
+                    .mounts
                     .iter()
-                    .map(|(target, options)| v1::MountRequest {
-                        source: "tmpfs".into(),
-                        target: target.clone(),
-                        fstype: "tmpfs".into(),
-                        options: options.clone(),
+                    .map(|m| v1::MountRequest {
+                        source: m.source.clone(),
+                        target: m.target.clone(),
+                        fstype: m.fstype.clone(),
+                        options: m.options.clone(),
                         mkdir: true,
                     })
                     .collect(),

@@ -23,6 +23,8 @@ pub mod paths;
 pub mod reset;
 /// The cached base ext4 of an image.
 pub mod rootfs;
+/// Host directories shared into containers (virtiofsd).
+pub mod share;
 /// Signal names and numbers.
 pub mod signal;
 /// RFC 3339 timestamps.

@@ -30,6 +30,8 @@ pub struct VmBase {
     pub initramfs_net: PathBuf,
     pub qemu: QemuBinary,
     pub accel: AccelChoice,
+    /// Where initramfs archives are cached.
+    pub cache: PathBuf,
 }
 
 /// Finds or builds everything a VM needs; the accelerator probe runs at most
@@ -51,6 +53,7 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
         initramfs_net,
         qemu,
         accel,
+        cache,
     })
 }
 
@@ -95,7 +98,26 @@ impl VmBase {
             debug,
             boot_timeout,
             nics,
+            shares: Vec::new(),
         }
+    }
+}
+
+impl VmBase {
+    /// The initramfs that also loads virtio-fs (and virtio-net with `net`):
+    /// built once per module set and cached by content.
+    pub fn initramfs_with_shares(&self, net: bool) -> Result<PathBuf, VmBaseError> {
+        let mut modules = skiff_sandbox::initramfs::BOOT_MODULES.to_vec();
+        if net {
+            modules.push("virtio_net");
+        }
+        modules.push("virtiofs");
+        Ok(skiff_sandbox::initramfs::build_with(
+            &self.cache,
+            &self.init,
+            &self.kernel,
+            &modules,
+        )?)
     }
 }
 

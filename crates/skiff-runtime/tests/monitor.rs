@@ -109,6 +109,7 @@ fn config(id: &str, script: &str) -> ContainerConfig {
         network: Default::default(),
         readonly_root: false,
         tmpfs: Vec::new(),
+        binds: Vec::new(),
     }
 }
 

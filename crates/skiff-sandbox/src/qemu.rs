@@ -209,6 +209,14 @@ pub struct Nic {
     pub mac: String,
 }
 
+/// A host directory shared with the guest through virtio-fs: the fd of a
+/// socket connected to its virtiofsd, and the tag the guest mounts it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub fd: RawFd,
+    pub tag: String,
+}
+
 /// Everything needed to boot one VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -228,16 +236,21 @@ pub struct VmConfig {
     /// From QEMU's start to the agent's Hello answer.
     pub boot_timeout: Duration,
     pub nics: Vec<Nic>,
+    /// Host directories (virtio-fs): guest RAM then lives on a shared memfd,
+    /// as vhost-user needs.
+    pub shares: Vec<Share>,
 }
 
 impl VmConfig {
-    /// The fds QEMU inherits for its cards, in card order.
+    /// The fds QEMU inherits, from [`crate::child::FIRST_NIC_FD`] on: the
+    /// cards', in card order, then the shares'.
     pub fn tap_fds(&self) -> Vec<RawFd> {
         self.nics
             .iter()
             .map(|n| match n.backend {
                 NicBackend::TapFd(fd) | NicBackend::StreamFd(fd) => fd,
             })
+            .chain(self.shares.iter().map(|s| s.fd))
             .collect()
     }
 }
@@ -387,6 +400,31 @@ pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("virtio-net-device,netdev=net{i},mac={}", nic.mac).into());
     }
+    if !cfg.shares.is_empty() {
+        // vhost-user needs guest RAM in shared memory, and libvhost-user
+        // refuses microvm's default legacy virtio-mmio devices.
+        a.push("-object".into());
+        a.push(
+            format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                cfg.memory_mib
+            )
+            .into(),
+        );
+        if let Some(m) = a.iter().position(|x| x == "-M") {
+            let machine = format!("{},memory-backend=mem", a[m + 1].to_string_lossy());
+            a[m + 1] = machine.into();
+        }
+        a.push("-global".into());
+        a.push("virtio-mmio.force-legacy=false".into());
+    }
+    for (i, share) in cfg.shares.iter().enumerate() {
+        let fd = crate::child::FIRST_NIC_FD + (cfg.nics.len() + i) as RawFd;
+        a.push("-chardev".into());
+        a.push(format!("socket,id=fs{i},fd={fd}").into());
+        a.push("-device".into());
+        a.push(format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag).into());
+    }
     a.push("-device".into());
     a.push("virtio-serial-device".into());
     a.push("-chardev".into());
@@ -436,6 +474,7 @@ mod tests {
             debug: true,
             boot_timeout: Duration::from_secs(30),
             nics: Vec::new(),
+            shares: Vec::new(),
         }
     }
 

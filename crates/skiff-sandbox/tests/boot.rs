@@ -355,6 +355,7 @@ async fn boots_skiff_init_and_shuts_down() {
         debug: true,
         boot_timeout: Duration::from_secs(60),
         nics: Vec::new(),
+        shares: Vec::new(),
     };
     let t = Instant::now();
     let vm = RunningVm::boot(cfg).await.unwrap_or_else(|e| panic!("{e}"));
@@ -400,6 +401,7 @@ fn tiny_vm(tmp: &Path, state: &str, timeout: Duration) -> VmConfig {
         debug: false,
         boot_timeout: timeout,
         nics: Vec::new(),
+        shares: Vec::new(),
     }
 }
 

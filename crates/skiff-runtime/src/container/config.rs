@@ -2,6 +2,7 @@
 //! `create`, read by everything after.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,113 @@ pub struct ContainerConfig {
     /// `--tmpfs` and `--mount type=tmpfs`, in order.
     #[serde(default)]
     pub tmpfs: Vec<TmpfsMount>,
+    /// `-v /host:/ctr[:ro]` and `--mount type=bind`, in order.
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory in the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BindMount {
+    /// Absolute, resolved when the container was created.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// A `--mount` of either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    Tmpfs(TmpfsMount),
+    Bind(BindMount),
+}
+
+impl BindMount {
+    /// docker's `-v SRC:DST[:ro|rw]` with SRC a host path (absolute, or
+    /// relative starting with `.`); `cwd` resolves relative ones. The source
+    /// must exist and be a directory.
+    pub fn parse_volume(spec: &str, cwd: &Path) -> Result<Self, BadMount> {
+        let bad = |why: &str| BadMount::Volume {
+            spec: spec.to_owned(),
+            why: why.to_owned(),
+        };
+        let mut parts = spec.splitn(3, ':');
+        let (src, dst, opts) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+        let Some(dst) = dst else {
+            return Err(bad("use HOST_DIR:CONTAINER_DIR[:ro]"));
+        };
+        if !(src.starts_with('/') || src.starts_with('.')) {
+            return Err(bad(
+                "named volumes are not supported yet; give a host directory (/abs or ./rel)",
+            ));
+        }
+        let mut readonly = false;
+        for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => readonly = true,
+                "rw" => readonly = false,
+                // SELinux relabelling and propagation: nothing to do in a VM.
+                "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "shared" | "rshared" => {}
+                _ => return Err(bad(&format!("unknown option {o:?} (use ro or rw)"))),
+            }
+        }
+        Self::new(src, dst, readonly, cwd).map_err(|why| bad(&why))
+    }
+
+    fn new(src: &str, dst: &str, readonly: bool, cwd: &Path) -> Result<Self, String> {
+        if !dst.starts_with('/') || dst == "/" {
+            return Err(format!(
+                "the container path {dst:?} must be absolute and not /"
+            ));
+        }
+        let path = cwd.join(src);
+        let source = std::fs::canonicalize(&path)
+            .map_err(|e| format!("the host path {}: {e}", path.display()))?;
+        if !source.is_dir() {
+            return Err(format!(
+                "{} is not a directory: only directories can be shared",
+                source.display()
+            ));
+        }
+        Ok(Self {
+            source: source.to_string_lossy().into_owned(),
+            target: dst.to_owned(),
+            readonly,
+        })
+    }
+}
+
+impl MountSpec {
+    /// docker's `--mount`: type=tmpfs as [`TmpfsMount::parse_mount`], or
+    /// `type=bind,src=HOST_DIR,dst=PATH[,readonly]`.
+    pub fn parse(spec: &str, cwd: &Path) -> Result<Self, BadMount> {
+        if spec.split(',').find_map(|f| f.strip_prefix("type=")) != Some("bind") {
+            return TmpfsMount::parse_mount(spec).map(Self::Tmpfs);
+        }
+        let bad = |why: String| BadMount::Mount {
+            spec: spec.to_owned(),
+            why,
+        };
+        let (mut src, mut dst, mut readonly) = (None, None, false);
+        for field in spec.split(',') {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            match k {
+                "type" => {}
+                "src" | "source" => src = Some(v),
+                "dst" | "destination" | "target" => dst = Some(v),
+                "readonly" | "ro" if v.is_empty() || v == "true" || v == "1" => readonly = true,
+                "bind-propagation" => {}
+                _ => return Err(bad(format!("unknown field {k:?}"))),
+            }
+        }
+        let (Some(src), Some(dst)) = (src, dst) else {
+            return Err(bad("type=bind needs src= and dst=".into()));
+        };
+        BindMount::new(src, dst, readonly, cwd)
+            .map(Self::Bind)
+            .map_err(bad)
+    }
 }
 
 /// A tmpfs in the container.
@@ -177,6 +285,8 @@ pub enum BadMount {
     TmpfsOption { spec: String, option: String },
     #[error("invalid --mount {spec:?}: {why}")]
     Mount { spec: String, why: String },
+    #[error("invalid --volume {spec:?}: {why}")]
+    Volume { spec: String, why: String },
 }
 
 fn tmpfs_option_ok(o: &str) -> bool {
@@ -222,7 +332,6 @@ impl TmpfsMount {
     }
 
     /// docker's `--mount type=tmpfs,dst=PATH[,tmpfs-size=N][,tmpfs-mode=OCTAL][,readonly]`.
-    /// Other types are refused for now.
     pub fn parse_mount(spec: &str) -> Result<Self, BadMount> {
         let bad = |why: &str| BadMount::Mount {
             spec: spec.to_owned(),
@@ -230,12 +339,8 @@ impl TmpfsMount {
         };
         match spec.split(',').find_map(|f| f.strip_prefix("type=")) {
             Some("tmpfs") => {}
-            Some("bind") | Some("volume") => {
-                return Err(bad(
-                    "bind mounts and volumes are not supported yet; type=tmpfs is",
-                ))
-            }
-            _ => return Err(bad("type=tmpfs is required")),
+            Some("volume") => return Err(bad("named volumes are not supported yet")),
+            _ => return Err(bad("type=tmpfs or type=bind is required")),
         }
         let mut target = None;
         let mut options = vec!["nosuid".to_owned(), "nodev".into()];

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use skiff_oci::store::{ImageRecord, Store};
 
-use super::config::{ContainerConfig, HealthConfig, ProcessConfig, RestartPolicy, TmpfsMount};
+use super::config::{
+    BindMount, ContainerConfig, HealthConfig, MountSpec, ProcessConfig, RestartPolicy, TmpfsMount,
+};
 use super::state::ContainerState;
 use super::{io, write_json, Container, ContainerError, Containers, Result, STATE_FILE};
 use crate::image_config::{self, ImageHealthcheck, ImageProcess, Overrides};
@@ -39,6 +41,8 @@ pub struct CreateOptions {
     pub tmpfs: Vec<String>,
     /// `--mount …`, as given.
     pub mounts: Vec<String>,
+    /// `-v HOST_DIR:DIR[:ro]`, as given.
+    pub volumes: Vec<String>,
 }
 
 /// `--network`, `-p`, `-P`, `--dns*`, `--add-host`, as given.
@@ -214,8 +218,24 @@ pub fn create(
     for t in &o.tmpfs {
         tmpfs.push(TmpfsMount::parse_flag(t).map_err(|e| ContainerError::Invalid(e.to_string()))?);
     }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let mut binds = Vec::new();
+    for v in &o.volumes {
+        binds.push(
+            BindMount::parse_volume(v, &cwd).map_err(|e| ContainerError::Invalid(e.to_string()))?,
+        );
+    }
     for m in &o.mounts {
-        tmpfs.push(TmpfsMount::parse_mount(m).map_err(|e| ContainerError::Invalid(e.to_string()))?);
+        match MountSpec::parse(m, &cwd).map_err(|e| ContainerError::Invalid(e.to_string()))? {
+            MountSpec::Tmpfs(t) => tmpfs.push(t),
+            MountSpec::Bind(b) => binds.push(b),
+        }
+    }
+    if !binds.is_empty() && !rustix::process::geteuid().is_root() {
+        return Err(ContainerError::Invalid(
+            "host directories (-v, --mount type=bind) need root for now: virtiofsd runs as root"
+                .into(),
+        ));
     }
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(o.labels.clone());
@@ -254,6 +274,7 @@ pub fn create(
         network,
         readonly_root: o.readonly_root,
         tmpfs,
+        binds,
     };
 
     let _names = containers.names_lock()?;

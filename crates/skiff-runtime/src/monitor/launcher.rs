@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use skiff_sandbox::Sandbox;
 
-use crate::agent::{Agent, GuestInterface, GuestNetwork, RootSetup};
+use crate::agent::{Agent, GuestInterface, GuestMount, GuestNetwork, RootSetup};
 use crate::container::config::ContainerConfig;
 use crate::network::Link;
 use crate::vmbase::{self, VmBase};
@@ -26,6 +26,8 @@ pub enum LaunchError {
     Setup(#[from] crate::agent::AgentError),
     #[error("{0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("{0}")]
+    Share(#[from] crate::share::ShareError),
 }
 
 pub type LaunchFuture<'a> =
@@ -85,7 +87,45 @@ impl Launcher for VmLauncher {
                     mac: a.mac.clone(),
                 })
                 .collect();
-            let vm_config = base.config(dir, config.cpus, config.memory_mib, self.debug, nics);
+            // One virtiofsd per host directory, before the VM (QEMU connects
+            // to them as it starts).
+            let mut shares = Vec::new();
+            for (i, b) in config.binds.iter().enumerate() {
+                shares.push(crate::share::start(dir, i, b)?);
+            }
+            let mut vm_config = base.config(dir, config.cpus, config.memory_mib, self.debug, nics);
+            if !shares.is_empty() {
+                vm_config.initramfs = base.initramfs_with_shares(attached.is_some())?;
+                vm_config.shares = shares
+                    .iter()
+                    .map(|s| skiff_sandbox::qemu::Share {
+                        fd: s.qemu_end.as_raw_fd(),
+                        tag: s.tag.clone(),
+                    })
+                    .collect();
+            }
+            let mut mounts: Vec<GuestMount> = config
+                .tmpfs
+                .iter()
+                .map(|t| GuestMount {
+                    source: "tmpfs".into(),
+                    target: t.target.clone(),
+                    fstype: "tmpfs".into(),
+                    options: t.options.clone(),
+                })
+                .collect();
+            for (b, s) in config.binds.iter().zip(&shares) {
+                mounts.push(GuestMount {
+                    source: s.tag.clone(),
+                    target: b.target.clone(),
+                    fstype: "virtiofs".into(),
+                    options: if b.readonly {
+                        vec!["ro".into()]
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
             let vm = skiff_sandbox::RunningVm::boot(vm_config).await?;
             let agent = Agent::new(vm.agent());
             let net = &config.network;
@@ -122,16 +162,13 @@ impl Launcher for VmLauncher {
                     nameservers,
                     search,
                     dns_options: net.dns_options.clone(),
-                    tmpfs: config
-                        .tmpfs
-                        .iter()
-                        .map(|t| (t.target.clone(), t.options.clone()))
-                        .collect(),
+                    mounts,
                 })
                 .await?;
             Ok(Box::new(Networked {
                 vm,
                 _network: attached,
+                _shares: shares,
             }) as Box<dyn Sandbox>)
         })
     }
@@ -142,6 +179,8 @@ impl Launcher for VmLauncher {
 struct Networked {
     vm: skiff_sandbox::RunningVm,
     _network: Option<crate::network::Attached>,
+    /// virtiofsd of each host directory.
+    _shares: Vec<crate::share::Shared>,
 }
 
 impl Sandbox for Networked {

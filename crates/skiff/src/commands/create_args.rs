@@ -100,9 +100,15 @@ pub struct CreateArgs {
     /// (default options noexec,nosuid,nodev, as docker).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
-    /// A mount: type=tmpfs,dst=PATH[,tmpfs-size=64m][,tmpfs-mode=1777][,readonly].
-    #[arg(long, value_name = "type=tmpfs,dst=PATH,…")]
+    /// A mount: type=bind,src=HOST_DIR,dst=PATH[,readonly] or
+    /// type=tmpfs,dst=PATH[,tmpfs-size=64m][,tmpfs-mode=1777][,readonly].
+    #[arg(long, value_name = "type=bind|tmpfs,…")]
     pub mount: Vec<String>,
+    /// Share a host directory: HOST_DIR:CONTAINER_DIR[:ro] (HOST_DIR absolute
+    /// or ./relative). Writes show on the host at once (virtio-fs); :ro is
+    /// enforced on the host side.
+    #[arg(short = 'v', long = "volume", value_name = "HOST_DIR:DIR[:ro]")]
+    pub volumes: Vec<String>,
     /// Add a line to /etc/hosts.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
@@ -226,6 +232,7 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
         readonly_root: a.read_only,
         tmpfs: a.tmpfs.clone(),
         mounts: a.mount.clone(),
+        volumes: a.volumes.clone(),
         network: NetworkOptions {
             network: a.network.clone(),
             aliases: a.network_aliases.clone(),

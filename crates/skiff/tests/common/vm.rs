@@ -22,6 +22,8 @@ const APPLETS: &[&str] = &[
     "mkdir",
     "timeout",
     "df",
+    "ln",
+    "chown",
     "sh",
     "echo",
     "cat",

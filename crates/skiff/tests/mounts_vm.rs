@@ -14,11 +14,7 @@ use common::vm::qemu_processes_with;
 use common::{wait_until, Registry, RegistryOpts, Skiff};
 
 fn setup() -> (Registry, Skiff, String) {
-    let reg = Registry::start(RegistryOpts::default());
-    let image = reg.push_vm_fixture("users", "test/vm");
-    let s = Skiff::for_vms();
-    s.ok(&["pull", "-q", &image]);
-    (reg, s, image)
+    common::vm::pulled("users")
 }
 
 #[test]

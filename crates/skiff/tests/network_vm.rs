@@ -162,11 +162,8 @@ fn ok_in(ns: &Netns, s: &Skiff, args: &[&str]) -> Out {
 /// A registry with the busybox image, and a skiff env that has pulled it
 /// (the registry listens on the test host's loopback, not in the namespaces).
 fn setup() -> (Registry, Skiff, String) {
-    let reg = Registry::start(RegistryOpts::default());
-    let image = reg.push_vm_fixture("users", "test/vm");
-    let s = Skiff::for_vms();
+    let (reg, s, image) = common::vm::pulled("users");
     s.unset_env("SKIFF_NETWORK");
-    s.ok(&["pull", "-q", &image]);
     (reg, s, image)
 }
 

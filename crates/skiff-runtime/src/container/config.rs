@@ -436,10 +436,38 @@ mod tests {
         ] {
             assert!(TmpfsMount::parse_flag(bad).is_err(), "{bad}");
         }
-        let e = TmpfsMount::parse_mount("type=bind,src=/a,dst=/b")
+        let cwd = Path::new("/");
+        let e = MountSpec::parse("type=volume,src=a,dst=/b", cwd)
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "invalid --mount \"type=bind,src=/a,dst=/b\": bind mounts and volumes are not supported yet; type=tmpfs is");
+        assert_eq!(
+            e,
+            "invalid --mount \"type=volume,src=a,dst=/b\": named volumes are not supported yet"
+        );
+        let b = MountSpec::parse("type=bind,src=/tmp,dst=/b,readonly", cwd).unwrap();
+        assert_eq!(
+            b,
+            MountSpec::Bind(BindMount {
+                source: std::fs::canonicalize("/tmp")
+                    .unwrap()
+                    .to_string_lossy()
+                    .into(),
+                target: "/b".into(),
+                readonly: true
+            })
+        );
+        let v = BindMount::parse_volume("./tmp:/t:ro", cwd).unwrap();
+        assert!(v.readonly && v.target == "/t", "{v:?}");
+        for bad in [
+            "/tmp",
+            "/tmp:rel",
+            "/tmp:/",
+            "name:/x",
+            "/tmp:/x:rx",
+            "/no-such-dir:/x",
+        ] {
+            assert!(BindMount::parse_volume(bad, cwd).is_err(), "{bad}");
+        }
         assert!(TmpfsMount::parse_mount("type=tmpfs").is_err());
         assert!(TmpfsMount::parse_mount("type=tmpfs,dst=/x,tmpfs-mode=999").is_err());
     }

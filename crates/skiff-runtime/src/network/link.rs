@@ -68,6 +68,18 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkErr
     }
 }
 
+/// `r`, with "already exists" as success.
+fn exists_is_ok(
+    r: Result<(), rtnetlink::Error>,
+    what: impl FnOnce() -> String,
+) -> Result<(), NetworkError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        Err(e) => Err(NetworkError::Netlink(format!("{}: {e}", what()))),
+    }
+}
+
 /// Makes the bridge `name` with `gateway/prefix` and brings it up. An existing
 /// bridge gets its address and link state checked too: one made by a process
 /// killed half-way is finished here.
@@ -76,39 +88,23 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), Ne
     with_handle(move |h| {
         Box::pin(async move {
             if index_of(&h, &name).await?.is_none() {
-                match h
+                // EEXIST: made meanwhile by another monitor.
+                let made = h
                     .link()
                     .add(LinkBridge::new(&name).mtu(MTU).build())
                     .execute()
-                    .await
-                {
-                    Ok(()) => {}
-                    // Made meanwhile by another monitor.
-                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-                    Err(e) => {
-                        return Err(NetworkError::Netlink(format!(
-                            "creating bridge {name}: {e}"
-                        )))
-                    }
-                }
+                    .await;
+                exists_is_ok(made, || format!("creating bridge {name}"))?;
             }
             let idx = index_of(&h, &name)
                 .await?
                 .ok_or_else(|| NetworkError::Netlink(format!("bridge {name} vanished")))?;
-            match h
+            let added = h
                 .address()
                 .add(idx, IpAddr::V4(gateway), prefix)
                 .execute()
-                .await
-            {
-                Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-                Err(e) => {
-                    return Err(NetworkError::Netlink(format!(
-                        "addressing bridge {name}: {e}"
-                    )))
-                }
-            }
+                .await;
+            exists_is_ok(added, || format!("addressing bridge {name}"))?;
             h.link()
                 .set(LinkUnspec::new_with_index(idx).up().build())
                 .execute()

@@ -217,6 +217,16 @@ fn rustix_flock(f: &fs::File) {
     rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).expect("flock");
 }
 
+/// A registry with the `fixture` image (as test/vm), and a skiff env for
+/// VMs that has pulled it: what most VM tests start from.
+pub fn pulled(fixture: &str) -> (super::Registry, Skiff, String) {
+    let reg = super::Registry::start(super::RegistryOpts::default());
+    let image = reg.push_vm_fixture(fixture, "test/vm");
+    let s = Skiff::for_vms();
+    s.ok(&["pull", "-q", &image]);
+    (reg, s, image)
+}
+
 impl Skiff {
     /// A skiff environment that can boot VMs: the shared kernel and the built init.
     pub fn for_vms() -> Skiff {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::vm::qemu_processes_with;
-use common::{wait_until, Out, Registry, RegistryOpts, Skiff};
+use common::{wait_until, Out, Registry, Skiff};
 use serde_json::Value;
 
 fn setup() -> (Registry, Skiff, String) {

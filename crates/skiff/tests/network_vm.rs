@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::vm::qemu_processes_with;
-use common::{run_with_timeout, wait_until, Out, Registry, RegistryOpts, Skiff, SKIFF_TIMEOUT};
+use common::{run_with_timeout, wait_until, Out, Registry, Skiff, SKIFF_TIMEOUT};
 use serde_json::Value;
 
 /// The outside namespace's address, and the host namespace's on that link.

@@ -25,9 +25,8 @@ pub enum VmBaseError {
 pub struct VmBase {
     pub init: PathBuf,
     pub kernel: KernelInfo,
+    /// The initramfs with the boot modules only.
     pub initramfs: PathBuf,
-    /// The initramfs with virtio-net too, for VMs with a network card.
-    pub initramfs_net: PathBuf,
     pub qemu: QemuBinary,
     pub accel: AccelChoice,
     /// Where initramfs archives are cached.
@@ -41,16 +40,12 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
     let kernel = skiff_sandbox::kernel::find(paths.kernels())?;
     let cache = paths.cache();
     let initramfs = skiff_sandbox::initramfs::build(&cache, &init, &kernel)?;
-    let mut net_modules = skiff_sandbox::initramfs::BOOT_MODULES.to_vec();
-    net_modules.push("virtio_net");
-    let initramfs_net = skiff_sandbox::initramfs::build_with(&cache, &init, &kernel, &net_modules)?;
     let qemu = QemuBinary::find()?;
     let accel = skiff_sandbox::accel::choose(&cache, &qemu, &kernel, &initramfs);
     Ok(VmBase {
         init,
         kernel,
         initramfs,
-        initramfs_net,
         qemu,
         accel,
         cache,
@@ -59,8 +54,9 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
 
 impl VmBase {
     /// The VM of the container in `dir`: its overlay as the root disk, the
-    /// directory for the control socket and the VM's logs. `nics`: its
-    /// network cards (the initramfs then loads virtio-net).
+    /// directory for the control socket and the VM's logs, its network cards
+    /// and shared directories. The initramfs loads the drivers those need
+    /// (virtio-net, virtio-fs), and only those: each module is boot time.
     pub fn config(
         &self,
         dir: &Path,
@@ -68,7 +64,8 @@ impl VmBase {
         memory_mib: u32,
         debug: bool,
         nics: Vec<skiff_sandbox::qemu::Nic>,
-    ) -> VmConfig {
+        shares: Vec<skiff_sandbox::qemu::Share>,
+    ) -> Result<VmConfig, VmBaseError> {
         let boot_timeout = std::env::var("SKIFF_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -77,14 +74,23 @@ impl VmBase {
                 Accel::Kvm => Duration::from_secs(20),
                 Accel::Tcg => Duration::from_secs(60),
             });
-        VmConfig {
+        let mut modules = skiff_sandbox::initramfs::BOOT_MODULES.to_vec();
+        if !nics.is_empty() {
+            modules.push("virtio_net");
+        }
+        if !shares.is_empty() {
+            modules.push("virtiofs");
+        }
+        let initramfs = if modules.len() == skiff_sandbox::initramfs::BOOT_MODULES.len() {
+            self.initramfs.clone()
+        } else {
+            // Cached by content: built once per module set.
+            skiff_sandbox::initramfs::build_with(&self.cache, &self.init, &self.kernel, &modules)?
+        };
+        Ok(VmConfig {
             qemu: self.qemu.clone(),
             kernel: self.kernel.clone(),
-            initramfs: if nics.is_empty() {
-                self.initramfs.clone()
-            } else {
-                self.initramfs_net.clone()
-            },
+            initramfs,
             accel: self.accel.accel,
             cpus,
             memory_mib,
@@ -98,26 +104,8 @@ impl VmBase {
             debug,
             boot_timeout,
             nics,
-            shares: Vec::new(),
-        }
-    }
-}
-
-impl VmBase {
-    /// The initramfs that also loads virtio-fs (and virtio-net with `net`):
-    /// built once per module set and cached by content.
-    pub fn initramfs_with_shares(&self, net: bool) -> Result<PathBuf, VmBaseError> {
-        let mut modules = skiff_sandbox::initramfs::BOOT_MODULES.to_vec();
-        if net {
-            modules.push("virtio_net");
-        }
-        modules.push("virtiofs");
-        Ok(skiff_sandbox::initramfs::build_with(
-            &self.cache,
-            &self.init,
-            &self.kernel,
-            &modules,
-        )?)
+            shares,
+        })
     }
 }
 

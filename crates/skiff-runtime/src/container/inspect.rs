@@ -132,13 +132,11 @@ fn network_settings(c: &Container) -> Value {
     let paths = crate::Paths::of_container_dir(c.dir());
     let lease = crate::network::lease_of(&paths, c.id(), spec);
     let running = c.status().is_active();
-    // Bound ports while it runs; as asked otherwise.
-    let ports = match &lease {
-        Some((_, l)) if running && l.running => ports_json(&l.ports),
-        _ if running && spec.mode == crate::network::NetworkMode::User => {
-            ports_json(&crate::network::passt::published(c.dir()))
-        }
-        _ => ports_json(&spec.ports),
+    // Bound ports while it runs (what `port` shows); as asked otherwise.
+    let ports = if running {
+        ports_json(&super::port::ports(c))
+    } else {
+        ports_json(&spec.ports)
     };
     let mut networks = serde_json::Map::new();
     let (mut ip, mut prefix, mut gateway, mut mac) =

@@ -93,17 +93,21 @@ impl Launcher for VmLauncher {
             for (i, b) in config.binds.iter().enumerate() {
                 shares.push(crate::share::start(dir, i, b)?);
             }
-            let mut vm_config = base.config(dir, config.cpus, config.memory_mib, self.debug, nics);
-            if !shares.is_empty() {
-                vm_config.initramfs = base.initramfs_with_shares(attached.is_some())?;
-                vm_config.shares = shares
-                    .iter()
-                    .map(|s| skiff_sandbox::qemu::Share {
-                        fd: s.qemu_end.as_raw_fd(),
-                        tag: s.tag.clone(),
-                    })
-                    .collect();
-            }
+            let share_fds = shares
+                .iter()
+                .map(|s| skiff_sandbox::qemu::Share {
+                    fd: s.qemu_end.as_raw_fd(),
+                    tag: s.tag.clone(),
+                })
+                .collect();
+            let vm_config = base.config(
+                dir,
+                config.cpus,
+                config.memory_mib,
+                self.debug,
+                nics,
+                share_fds,
+            )?;
             let mut mounts: Vec<GuestMount> = config
                 .tmpfs
                 .iter()

@@ -63,20 +63,23 @@ fn monitor_lock(paths: &Paths, id: &str) -> PathBuf {
 /// containers: those whose monitor holds its lock, `exclude` aside. Every
 /// other lease goes (a container that stopped, was killed with -9 or
 /// removed), so an address is held exactly while its container runs, as
-/// with docker. The file is saved before the kernel is touched, so a kill
-/// in between leaves a lease the next change can repair from.
+/// with docker. A changed file is saved before the kernel is touched, so a
+/// kill in between leaves a lease the next change can repair from.
 fn reconcile(
     paths: &Paths,
     locked: &mut Locked,
     exclude: Option<&str>,
 ) -> Result<(), NetworkError> {
+    let before = locked.file.leases.len();
     locked.file.leases.retain(|l| {
         // A lock that cannot be checked counts as held: never take a
         // running container off its network by mistake.
         Some(l.container_id.as_str()) != exclude
             && skiff_util::lock::is_held(&monitor_lock(paths, &l.container_id)).unwrap_or(true)
     });
-    locked.save()?;
+    if locked.file.leases.len() != before {
+        locked.save()?;
+    }
     let endpoints: Vec<Endpoint> = locked
         .file
         .leases

@@ -300,15 +300,14 @@ impl Networks {
             Err(NetworkError::NotFound(_)) if !name_or_id.is_empty() => {}
             r => return r,
         }
-        let hits: Vec<NetworkFile> = self
+        let mut hits = self
             .list()?
             .into_iter()
-            .filter(|n| n.config.id.starts_with(name_or_id))
-            .collect();
-        match hits.len() {
-            1 => Ok(hits.into_iter().next().expect("one")),
-            0 => Err(NetworkError::NotFound(name_or_id.to_owned())),
-            _ => Err(NetworkError::Ambiguous(name_or_id.to_owned())),
+            .filter(|n| n.config.id.starts_with(name_or_id));
+        match (hits.next(), hits.next()) {
+            (Some(n), None) => Ok(n),
+            (None, _) => Err(NetworkError::NotFound(name_or_id.to_owned())),
+            (Some(_), Some(_)) => Err(NetworkError::Ambiguous(name_or_id.to_owned())),
         }
     }
 
@@ -367,9 +366,9 @@ impl Networks {
                 s
             }
             None => (0..=255u8)
-                .map(|i| {
+                .filter_map(|i| {
                     let o = POOL.octets();
-                    Ipv4Net::new(Ipv4Addr::new(o[0], o[1], i, 0), 24).expect("valid /24")
+                    Ipv4Net::new(Ipv4Addr::new(o[0], o[1], i, 0), 24).ok()
                 })
                 .find(|s| {
                     !ours.iter().any(|o| overlaps(*o, *s))
@@ -406,8 +405,10 @@ impl Networks {
                 config: config.clone(),
                 leases: Vec::new(),
             },
-            _lock: FileLock::exclusive(&self.dir.join(format!("{}.lock", req.name)))
-                .map_err(NetworkError::io("locking", &self.dir))?,
+            _lock: {
+                let path = self.dir.join(format!("{}.lock", req.name));
+                FileLock::exclusive(&path).map_err(NetworkError::io("locking", &path))?
+            },
         };
         locked.save()?;
         Ok(config)

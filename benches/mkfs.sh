@@ -15,6 +15,7 @@
 # the extracted tree elsewhere (e.g. /dev/shm: the peer's best case).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RUNS=${1:-3}
 CACHE=${SKIFF_BENCH_CACHE:-$PWD/target/bench-cache}
 mkdir -p "$CACHE"
@@ -23,17 +24,7 @@ cargo build --release -q -p skiff
 SKIFF=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 
 # 1. The rootfs (debootstrap once; benches/pull.sh shares it) and the layers.
-if [ ! -x "$CACHE/rootfs/bin/sh" ]; then
-  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
-  rm -rf "$CACHE/rootfs"
-  debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log"
-  rm -f "$CACHE"/minbase.tar*
-fi
-if [ ! -f "$CACHE/minbase.tar" ]; then
-  tar --numeric-owner --xattrs --xattrs-include='*' -C "$CACHE/rootfs" -cf "$CACHE/minbase.tar.tmp" .
-  mv "$CACHE/minbase.tar.tmp" "$CACHE/minbase.tar"
-  rm -f "$CACHE/minbase.tar.gz" "$CACHE/minbase.tar.zst"
-fi
+bench_minbase "$CACHE"
 [ -f "$CACHE/minbase.tar.gz" ] || { gzip -6 -c "$CACHE/minbase.tar" >"$CACHE/minbase.tar.gz.tmp" && mv "$CACHE/minbase.tar.gz.tmp" "$CACHE/minbase.tar.gz"; }
 [ -f "$CACHE/minbase.tar.zst" ] || zstd -q -3 -T0 "$CACHE/minbase.tar" -o "$CACHE/minbase.tar.zst"
 tar_bytes=$(stat -c %s "$CACHE/minbase.tar")

@@ -17,11 +17,7 @@ SKIFF=$PWD/target/release/skiff
 
 # 1. The image: Debian minbase, as an OCI layout with four layers (built once).
 if [ ! -f "$CACHE/oci/index.json" ]; then
-  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
-  if [ ! -x "$CACHE/rootfs/bin/sh" ]; then
-    rm -rf "$CACHE/rootfs"
-    debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log"
-  fi
+  bench_minbase "$CACHE"
   rm -rf "$CACHE/oci"
   umoci init --layout "$CACHE/oci"
   umoci new --image "$CACHE/oci:latest"

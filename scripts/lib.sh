@@ -27,6 +27,23 @@ YML
   return 1
 }
 
+# bench_minbase CACHE: a debootstrap'd Debian minbase (~200 MB, ~7k files) in
+# CACHE/rootfs and as one uncompressed layer, CACHE/minbase.tar (made once).
+bench_minbase() {
+  local cache=$1
+  if [ ! -x "$cache/rootfs/bin/sh" ]; then
+    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+    rm -rf "$cache/rootfs"
+    debootstrap --variant=minbase bookworm "$cache/rootfs" http://deb.debian.org/debian >"$cache/debootstrap.log"
+    rm -f "$cache"/minbase.tar*
+  fi
+  if [ ! -f "$cache/minbase.tar" ]; then
+    tar --numeric-owner --xattrs --xattrs-include='*' -C "$cache/rootfs" -cf "$cache/minbase.tar.tmp" .
+    mv "$cache/minbase.tar.tmp" "$cache/minbase.tar"
+    rm -f "$cache/minbase.tar.gz" "$cache/minbase.tar.zst"
+  fi
+}
+
 # bench_prepare: the release skiff, the static skiff-init and the guest kernel
 # (cached in $SKIFF_BENCH_CACHE, default target/bench-cache) for a benchmark.
 # Sets CACHE, SKIFF, SKIFF_INIT and SKIFF_KERNEL_DIR.

@@ -22,6 +22,7 @@ use skiff_proto::PROTOCOL_VERSION;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::clock::boottime_us;
+use crate::guest::namespaces::{Container, NamespaceError};
 use crate::process::Process;
 use crate::reaper::{ReapMode, Reaper};
 use crate::stdio::OutputStream;
@@ -48,6 +49,8 @@ struct Inner {
     processes: Mutex<HashMap<String, Arc<Process>>>,
     main: Mutex<Option<Arc<Process>>>,
     setup_done: AtomicBool,
+    /// The container's namespaces and confinement, from SetupContainer.
+    container: Mutex<Option<Arc<Container>>>,
     shutting_down: AtomicBool,
 }
 
@@ -100,6 +103,7 @@ impl AgentService {
                 processes: Mutex::new(HashMap::new()),
                 main: Mutex::new(None),
                 setup_done: AtomicBool::new(false),
+                container: Mutex::new(None),
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -213,9 +217,19 @@ impl Agent for AgentService {
                 "the container is already set up",
             ));
         }
-        crate::guest::container_root::setup(&request.into_inner())
+        let setup = request.into_inner();
+        crate::guest::container_root::setup(&setup)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(security) = &setup.security {
+            let container = Container::new(security).map_err(|e| match e {
+                NamespaceError::BadSysctl(_) | NamespaceError::Confinement(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                _ => Status::internal(e.to_string()),
+            })?;
+            *lock(&self.inner.container) = Some(Arc::new(container));
+        }
         Ok(Response::new(Empty {}))
     }
 
@@ -258,7 +272,8 @@ impl Agent for AgentService {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(Status::failed_precondition("shutting down"));
         }
-        let pid = process.start(&self.inner.reaper)?;
+        let container = lock(&self.inner.container).clone();
+        let pid = process.start(&self.inner.reaper, container.as_ref())?;
         crate::debug!("started {} as pid {pid}", process.id);
         Ok(Response::new(StartProcessResponse {
             pid: pid as u32,
@@ -340,6 +355,9 @@ impl Agent for AgentService {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.stop_all(grace).await;
         if self.inner.mode == Mode::Guest {
+            if let Some(c) = lock(&self.inner.container).as_ref() {
+                c.leave();
+            }
             crate::guest::container_root::unmount_all();
             // Reply first; the VM goes away right after.
             tokio::spawn(async {

@@ -2,7 +2,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::mount::MountFlags;
 use skiff_proto::v1::MountRequest;
@@ -15,6 +17,10 @@ pub enum MountError {
     RelativeTarget(String),
     #[error("mount option data contains a NUL byte")]
     BadData,
+    #[error("device {0} did not appear within 5 s")]
+    NoDevice(String),
+    #[error("copying {target} into its new volume: {source}")]
+    CopyUp { target: String, source: io::Error },
     #[error("creating {path}: {source}")]
     Mkdir { path: String, source: io::Error },
     #[error("mounting {source_path} on {target} ({fstype}): {error}")]
@@ -26,12 +32,54 @@ pub enum MountError {
     },
 }
 
+/// How long a disk may take to appear.
+const DEVICE_WAIT: Duration = Duration::from_secs(5);
+/// udev's name for a virtio disk by serial; the guest has no udev, so it is
+/// looked up in /sys/block here.
+const BY_SERIAL: &str = "/dev/disk/by-id/virtio-";
+
+/// The device node at `path`, or the virtio disk that
+/// /dev/disk/by-id/virtio-SERIAL names, waiting up to 5 s for it.
+pub fn wait_for_device(path: &str) -> Option<PathBuf> {
+    let deadline = Instant::now() + DEVICE_WAIT;
+    loop {
+        if Path::new(path).exists() {
+            return Some(path.into());
+        }
+        if let Some(serial) = path.strip_prefix(BY_SERIAL) {
+            let found = std::fs::read_dir("/sys/block").ok().and_then(|dir| {
+                dir.flatten().find_map(|e| {
+                    let s = std::fs::read_to_string(e.path().join("serial")).ok()?;
+                    (s.trim() == serial).then(|| Path::new("/dev").join(e.file_name()))
+                })
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The Mount call. Bind mounts ignore flags on the first mount(2), so flags
-/// such as "ro" are applied by a second, remounting call.
+/// such as "ro" are applied by a second, remounting call. A `copy_up`
+/// mount of an empty filesystem first receives what the container has at
+/// its target.
 pub fn mount(req: &MountRequest) -> Result<(), MountError> {
     if !Path::new(&req.target).is_absolute() {
         return Err(MountError::RelativeTarget(req.target.clone()));
     }
+    let source = if req.source.starts_with("/dev/") {
+        wait_for_device(&req.source)
+            .ok_or_else(|| MountError::NoDevice(req.source.clone()))?
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        req.source.clone()
+    };
     if req.mkdir {
         std::fs::create_dir_all(&req.target).map_err(|source| MountError::Mkdir {
             path: req.target.clone(),
@@ -68,14 +116,41 @@ pub fn mount(req: &MountRequest) -> Result<(), MountError> {
     } else {
         Some(data.as_c_str())
     };
+    // What the container has at the target, held open: once the new
+    // filesystem covers it, it is still reachable through the descriptor.
+    let below = if req.copy_up {
+        Some(
+            std::fs::File::open(&req.target).map_err(|source| MountError::CopyUp {
+                target: req.target.clone(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     rustix::mount::mount(
-        req.source.as_str(),
+        source.as_str(),
         req.target.as_str(),
         req.fstype.as_str(),
         o.flags,
         data,
     )
-    .map_err(failed)
+    .map_err(failed)?;
+    if let Some(below) = below {
+        let target = Path::new(&req.target);
+        let copy = || -> io::Result<()> {
+            if crate::copy_up::is_empty(target)? {
+                let src = PathBuf::from(format!("/proc/self/fd/{}", below.as_raw_fd()));
+                crate::copy_up::copy_tree(&src, target)?;
+            }
+            Ok(())
+        };
+        copy().map_err(|source| MountError::CopyUp {
+            target: req.target.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A filesystem skiff-init itself needs; `ok` lists errors that are fine

@@ -16,6 +16,7 @@ use tonic::Status;
 
 use crate::executable::{find_executable, LookupError};
 use crate::fd_io::FdIo;
+use crate::guest::namespaces::Container;
 use crate::reaper::{ExitSender, Reaper};
 use crate::{environment, pty, users};
 
@@ -173,8 +174,13 @@ impl Process {
         })
     }
 
-    /// StartProcess: forks and execs. Returns the pid.
-    pub fn start(&self, reaper: &Reaper) -> Result<i32, Status> {
+    /// StartProcess: forks and execs, inside the container's namespaces and
+    /// confinement when there is a `container`. Returns the pid.
+    pub fn start(
+        &self,
+        reaper: &Reaper,
+        container: Option<&Arc<Container>>,
+    ) -> Result<i32, Status> {
         let prepared = {
             let mut state = lock(&self.state);
             match std::mem::replace(&mut *state, State::Starting) {
@@ -188,8 +194,25 @@ impl Process {
                 }
             }
         };
-        let mut cmd = command(*prepared).map_err(|e| io_status("opening /dev/null", e))?;
-        match reaper.spawn(&mut cmd, self.exit.clone(), self.main) {
+        let mut cmd = command(*prepared, container.cloned(), self.main)
+            .map_err(|e| io_status("opening /dev/null", e))?;
+        let spawned = match container {
+            Some(c) => c
+                .spawn_inside(self.main, || {
+                    reaper.spawn(&mut cmd, self.exit.clone(), self.main)
+                })
+                .map_err(|e| {
+                    *lock(&self.state) = State::Failed;
+                    self.exit.send_replace(Some(ExitStatus {
+                        exit_code: 126,
+                        signal: 0,
+                        exited_us: crate::clock::boottime_us(),
+                    }));
+                    Status::internal(format!("starting process {}: {e}", self.id))
+                })?,
+            None => reaper.spawn(&mut cmd, self.exit.clone(), self.main),
+        };
+        match spawned {
             Ok(pid) => {
                 *lock(&self.state) = State::Running(pid);
                 Ok(pid)
@@ -255,7 +278,7 @@ fn spawn_error(id: &str, e: &std::io::Error) -> (Status, i32) {
     }
 }
 
-fn command(p: Prepared) -> std::io::Result<Command> {
+fn command(p: Prepared, container: Option<Arc<Container>>, main: bool) -> std::io::Result<Command> {
     let mut cmd = Command::new(&p.program);
     cmd.arg0(&p.args[0])
         .args(&p.args[1..])
@@ -293,7 +316,8 @@ fn command(p: Prepared) -> std::io::Result<Command> {
     let (uid, gid) = (Uid::from_raw(p.user.uid), Gid::from_raw(p.user.gid));
     // Only root can change ids; a test run by an ordinary user keeps its own.
     let switch_user = rustix::process::geteuid().is_root();
-    // SAFETY: the closure only makes raw syscalls through rustix.
+    // SAFETY: the closure only makes raw syscalls through rustix and libc
+    // (Confinement's methods are written for this place).
     unsafe {
         cmd.pre_exec(move || {
             // A session (and process group) of its own: group signals and
@@ -302,12 +326,34 @@ fn command(p: Prepared) -> std::io::Result<Command> {
             if terminal {
                 rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(0))?;
             }
+            if let Some(c) = &container {
+                if main {
+                    // PID 1 of the new PID namespace mounts the /proc that
+                    // shows it; the guest's goes from this mount namespace.
+                    rustix::mount::unmount(c"/proc", rustix::mount::UnmountFlags::DETACH)?;
+                    rustix::mount::mount(
+                        c"proc",
+                        c"/proc",
+                        c"proc",
+                        rustix::mount::MountFlags::NOSUID
+                            | rustix::mount::MountFlags::NODEV
+                            | rustix::mount::MountFlags::NOEXEC,
+                        None,
+                    )?;
+                }
+                c.confinement
+                    .apply_before_user(switch_user && !uid.is_root())?;
+            }
             if switch_user {
                 // These affect the calling thread only; after fork the child
                 // has just this one thread.
                 rustix::thread::set_thread_groups(&groups)?;
                 rustix::thread::set_thread_res_gid(gid, gid, gid)?;
                 rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+            }
+            if let Some(c) = &container {
+                c.confinement
+                    .apply_after_user(uid.is_root() || !switch_user)?;
             }
             Ok(())
         });

@@ -520,6 +520,7 @@ async fn mount_and_network_reject_bad_input() {
         fstype: "tmpfs".into(),
         options: vec!["size=1m\0mode=700".into()],
         mkdir: false,
+        copy_up: false,
     };
     assert_status(
         c.mount(req).await,
@@ -561,6 +562,7 @@ async fn mounts_tmpfs_with_data_and_read_only_binds() {
         fstype: "tmpfs".into(),
         options: vec!["nosuid".into(), "size=1m".into(), "mode=700".into()],
         mkdir: true,
+        copy_up: false,
     };
     c.mount(req).await.unwrap();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
@@ -587,6 +589,31 @@ async fn mounts_tmpfs_with_data_and_read_only_binds() {
     assert_eq!(std::fs::read_to_string(bind.join("f")).unwrap(), "x");
     let err = std::fs::write(bind.join("g"), "y").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS expected, got {err}");
+
+    // copy_up: the new (empty) filesystem receives what was at its target.
+    let under = dir.path().join("u");
+    std::fs::create_dir_all(under.join("sub")).unwrap();
+    std::fs::write(under.join("sub/g"), "below").unwrap();
+    let req = skiff_proto::v1::MountRequest {
+        source: "tmpfs".into(),
+        target: under.display().to_string(),
+        fstype: "tmpfs".into(),
+        options: vec!["size=1m".into()],
+        copy_up: true,
+        ..Default::default()
+    };
+    c.mount(req).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(under.join("sub/g")).unwrap(),
+        "below"
+    );
+    std::fs::write(under.join("sub/g"), "above").unwrap();
+    rustix::mount::unmount(under.as_path(), rustix::mount::UnmountFlags::DETACH).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(under.join("sub/g")).unwrap(),
+        "below",
+        "the copy lived in the tmpfs; what was below is untouched"
+    );
     for m in [&bind, &tmp] {
         rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH).unwrap();
     }

@@ -115,6 +115,7 @@ async fn boots_sets_up_the_container_and_powers_off() {
             path: rootfs.clone(),
             format: DiskFormat::Raw,
             readonly: false,
+            serial: None,
         }],
         state_dir: d.join("state"),
         extra_cmdline: vec![],

@@ -60,6 +60,27 @@ pub struct RootSetup {
     pub dns_options: Vec<String>,
     /// Mounts in the container, made before the root goes read-only.
     pub mounts: Vec<GuestMount>,
+    pub security: GuestSecurity,
+}
+
+/// How skiff-init confines every process of the container.
+#[derive(Debug, Clone, Default)]
+pub struct GuestSecurity {
+    pub privileged: bool,
+    /// Bit n: capability n; what root processes keep.
+    pub capabilities: u64,
+    /// Ambient for processes of other users.
+    pub user_capabilities: u64,
+    pub no_new_privileges: bool,
+    /// struct sock_filter instructions, native endian; empty: no filter.
+    pub seccomp_filter: Vec<u8>,
+    /// 0: no limit.
+    pub pids_limit: u32,
+    /// (RLIMIT_* number, soft, hard).
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// Bytes of /dev/shm; 0: 64 MiB.
+    pub shm_size: u64,
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// A filesystem to mount in the container.
@@ -69,6 +90,8 @@ pub struct GuestMount {
     pub target: String,
     pub fstype: String,
     pub options: Vec<String>,
+    /// An empty filesystem first receives what the container has at target.
+    pub copy_up: bool,
 }
 
 /// The guest's network: loopback, and eth0 when the container has a network.
@@ -191,6 +214,35 @@ impl PathStat {
     }
 }
 
+fn security(s: &GuestSecurity) -> v1::Security {
+    v1::Security {
+        privileged: s.privileged,
+        capabilities: s.capabilities,
+        user_capabilities: s.user_capabilities,
+        no_new_privileges: s.no_new_privileges,
+        seccomp_filter: s.seccomp_filter.clone(),
+        pids_limit: s.pids_limit,
+        rlimits: s
+            .rlimits
+            .iter()
+            .map(|&(resource, soft, hard)| v1::Rlimit {
+                resource,
+                soft,
+                hard,
+            })
+            .collect(),
+        shm_size: s.shm_size,
+        sysctls: s
+            .sysctls
+            .iter()
+            .map(|(key, value)| v1::Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
+
 /// A client of skiff-init (cheap to clone).
 #[derive(Clone)]
 pub struct Agent {
@@ -230,8 +282,10 @@ impl Agent {
                         fstype: m.fstype.clone(),
                         options: m.options.clone(),
                         mkdir: true,
+                        copy_up: m.copy_up,
                     })
                     .collect(),
+                security: Some(security(&s.security)),
             })
             .await
             .map_err(AgentError::from_status(

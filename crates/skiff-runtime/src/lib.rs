@@ -23,6 +23,8 @@ pub mod paths;
 pub mod reset;
 /// The cached base ext4 of an image.
 pub mod rootfs;
+/// Capabilities and seccomp: the confinement policy, decided on the host.
+pub mod security;
 /// Host directories shared into containers (virtiofsd).
 pub mod share;
 /// Signal names and numbers.
@@ -31,5 +33,7 @@ pub mod signal;
 pub mod time;
 /// What every VM of this host shares: kernel, initramfs, QEMU, accelerator.
 pub mod vmbase;
+/// Named volumes: sparse ext4 images attached as disks.
+pub mod volume;
 
 pub use paths::Paths;

@@ -52,6 +52,9 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
     })
 }
 
+/// The virtio-blk serial of a container's root disk.
+pub const ROOT_SERIAL: &str = "skiff-root";
+
 impl VmBase {
     /// The VM of the container in `dir`: its overlay as the root disk, the
     /// directory for the control socket and the VM's logs, its network cards
@@ -98,6 +101,7 @@ impl VmBase {
                 path: dir.join("overlay.qcow2"),
                 format: DiskFormat::Qcow2,
                 readonly: false,
+                serial: Some(ROOT_SERIAL.into()),
             }],
             state_dir: dir.to_path_buf(),
             extra_cmdline: Vec::new(),

@@ -110,6 +110,8 @@ fn config(id: &str, script: &str) -> ContainerConfig {
         readonly_root: false,
         tmpfs: Vec::new(),
         binds: Vec::new(),
+        volumes: Vec::new(),
+        security: Default::default(),
     }
 }
 

@@ -69,9 +69,17 @@ pub fn build(
 }
 
 /// What a container VM needs at boot: the virtio-mmio transport, its disk,
-/// the control port, and an entropy source. Network, file sharing and vsock
-/// modules are added by the callers that attach such devices.
-pub const BOOT_MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_console", "virtio_rng"];
+/// the control port, an entropy source, and the balloon that returns freed
+/// memory to the host. Network, file sharing and vsock modules are added by
+/// the callers that attach such devices. A module the kernel install lacks
+/// is taken as built in.
+pub const BOOT_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_rng",
+    "virtio_balloon",
+];
 
 /// [`build`] with the modules `wanted` (and their dependencies, from each
 /// module's .modinfo) instead of [`BOOT_MODULES`]; they load in the kernel

@@ -190,6 +190,9 @@ pub struct Disk {
     pub path: PathBuf,
     pub format: DiskFormat,
     pub readonly: bool,
+    /// The virtio-blk serial (at most 20 bytes): the guest finds the disk
+    /// as /dev/disk/by-id/virtio-<serial> whatever its vdX name.
+    pub serial: Option<String>,
 }
 
 /// What a network card is plugged into.
@@ -384,7 +387,10 @@ pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
             ro,
         ));
         a.push("-device".into());
-        a.push(format!("virtio-blk-device,drive=disk{i}").into());
+        a.push(match &d.serial {
+            Some(serial) => format!("virtio-blk-device,drive=disk{i},serial={serial}").into(),
+            None => format!("virtio-blk-device,drive=disk{i}").into(),
+        });
     }
     for (i, nic) in cfg.nics.iter().enumerate() {
         let fd = crate::child::FIRST_NIC_FD + i as RawFd;
@@ -425,6 +431,11 @@ pub fn vm_args(cfg: &VmConfig, control: &Path) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag).into());
     }
+    // Memory the guest frees goes back to the host (free page reporting:
+    // the guest's virtio_balloon hands freed 2 MiB blocks to QEMU, which
+    // discards them), so a VM holds what its container uses, not its peak.
+    a.push("-device".into());
+    a.push("virtio-balloon-device,free-page-reporting=on".into());
     a.push("-device".into());
     a.push("virtio-serial-device".into());
     a.push("-chardev".into());
@@ -462,11 +473,13 @@ mod tests {
                     path: "/r/base,1.qcow2".into(),
                     format: DiskFormat::Qcow2,
                     readonly: false,
+                    serial: None,
                 },
                 Disk {
                     path: "/r/extra.raw".into(),
                     format: DiskFormat::Raw,
                     readonly: true,
+                    serial: Some("skiff-vol-0".into()),
                 },
             ],
             state_dir: "/s".into(),
@@ -554,7 +567,8 @@ mod tests {
             after(&a, "-device"),
             [
                 "virtio-blk-device,drive=disk0",
-                "virtio-blk-device,drive=disk1",
+                "virtio-blk-device,drive=disk1,serial=skiff-vol-0",
+                "virtio-balloon-device,free-page-reporting=on",
                 "virtio-serial-device",
                 "virtserialport,chardev=ctl,name=skiff.control"
             ]

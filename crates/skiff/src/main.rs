@@ -90,6 +90,9 @@ enum Command {
     Network(commands::network::NetworkCommand),
     /// Where a container's ports are published on the host.
     Port(commands::network::PortArgs),
+    /// Manage named volumes: create, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// A container's monitor (started by `skiff start`; not for direct use).
     #[command(name = "__monitor", hide = true)]
     Monitor(commands::monitor::MonitorArgs),
@@ -148,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cp(a) => return container(&ctx, ContainerCommand::Cp(a), cli.debug),
         Command::Network(c) => commands::network::network(&ctx, c),
         Command::Port(a) => commands::network::port(&ctx, a),
+        Command::Volume(c) => commands::volume::volume(&ctx, c),
         Command::Monitor(a) => commands::monitor::monitor(&ctx, a, cli.debug),
         Command::System(c) => commands::system::run(&ctx, c, cli.debug),
         Command::Image(c) => commands::image::run(&ctx, c),

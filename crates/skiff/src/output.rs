@@ -90,6 +90,36 @@ pub fn secs_since(rfc3339: Option<&str>) -> i64 {
 }
 
 /// Left-aligned columns separated by three spaces, like docker's tables.
+/// docker's way of removing several things: each name printed when it goes,
+/// or said why in one line; a single failing name is the command's error.
+/// Exits 1 after all were tried when any failed.
+pub fn remove_each<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    names: &[String],
+    mut remove: impl FnMut(&str) -> Result<(), E>,
+) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for name in names {
+        match remove(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) if names.len() == 1 => {
+                return Err(anyhow::Error::new(e).context(format!("removing {what} {name}")))
+            }
+            Err(e) => {
+                eprintln!(
+                    "Error: removing {what} {name}: {}",
+                    skiff_util::error::chain(&e)
+                );
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {

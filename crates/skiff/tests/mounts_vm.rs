@@ -141,11 +141,11 @@ fn host_directories_both_ways_and_confined() {
         .is_empty()
     });
 
-    // :ro holds on the host side: a guest that remounts read-write still
-    // cannot write.
+    // :ro holds on the host side: a guest that remounts read-write (it may:
+    // CAP_SYS_ADMIN) still cannot write.
     let vol = format!("{}:/data:ro", share.display());
     let out = s.ok(&[
-        "run", "--rm", "-v", &vol, &image, "sh", "-c",
+        "run", "--rm", "--cap-add", "SYS_ADMIN", "-v", &vol, &image, "sh", "-c",
         "echo x > /data/a; mount -o remount,rw /data && echo remounted; echo y > /data/b; echo done",
     ]);
     assert!(out.stdout.contains("remounted\ndone"), "{out:?}");
@@ -178,13 +178,134 @@ fn bad_mounts_and_too_little_memory_fail_before_boot() {
             "--memory is too little: a container's VM needs at least 96M",
         ),
     ] {
-        let mut a = vec!["run", "--rm"];
-        a.extend(args);
-        a.extend([image.as_str(), "true"]);
-        let out = s.run(&a);
-        assert_eq!(out.status.code(), Some(125), "{out:?}");
-        assert!(out.stderr.contains(msg), "{msg}: {out:?}");
-        assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+        common::vm::assert_refused(&s, &image, &args, msg);
     }
     assert_eq!(s.ok(&["ps", "-aq"]).stdout, "", "nothing was created");
+}
+
+/// Named volumes: made on first use with the image's files copied in
+/// (owners and modes kept), kept when their container goes and seen by the
+/// next, one running container at a time, `nocopy`, `:ro` on the disk, and
+/// `volume ls/inspect/rm/prune` with their refusals.
+#[test]
+fn named_volumes_persist_copy_up_and_are_guarded() {
+    let (_reg, s, image) = setup();
+    // First use: /etc of the image (passwd, group, the files skiff wrote)
+    // is copied into the new volume, which the container then writes to.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/etc",
+        &image,
+        "sh",
+        "-c",
+        "ls -ln /etc/passwd; id app; echo kept > /etc/note; chown 1000:50 /etc/note; \
+         dd if=/dev/urandom of=/etc/blob bs=1M count=8 2>/dev/null; sha256sum /etc/blob",
+    ]);
+    let o = &out.stdout;
+    assert!(o.contains("uid=1000(app)"), "passwd came along: {o}");
+    let blob_sum = o
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    // The next container, elsewhere: everything is there.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/data:ro",
+        &image,
+        "sh",
+        "-c",
+        "cat /data/note; ls -ln /data/note; sha256sum /data/blob; head -1 /data/passwd; \
+         touch /data/x 2>&1; true",
+    ]);
+    let o = &out.stdout;
+    assert!(o.starts_with("kept\n"), "{o}");
+    assert!(
+        o.contains(" 1000 ") && o.contains(" 50 "),
+        "owner kept: {o}"
+    );
+    assert!(o.contains(&blob_sum), "8 MiB read back: {o}");
+    assert!(o.contains("root:x:0:0:"), "{o}");
+    assert!(o.contains("Read-only file system"), ":ro: {o}");
+    // nocopy: an empty volume stays empty.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=bare,dst=/etc,volume-nocopy",
+        &image,
+        "ls",
+        "-A",
+        "/etc",
+    ]);
+    assert_eq!(out.stdout, "lost+found\n");
+
+    // The filesystem is clean after use (a clean power-off unmounted it).
+    let inspect = s.ok(&["volume", "inspect", "etcvol"]).json();
+    let disk = inspect[0]["Mountpoint"].as_str().unwrap().to_owned();
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", &disk])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    assert_eq!(inspect[0]["Driver"], "local");
+
+    // One running container at a time; a named volume stays while a
+    // container names it.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "-v",
+        "etcvol:/v",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    let out = s.run(&["run", "--rm", "-v", "etcvol:/v", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    out.assert_clean_error(&["volume etcvol is mounted by running container"]);
+    let ls = s.ok(&["volume", "ls"]).stdout;
+    assert!(ls.contains("etcvol") && ls.contains("bare"), "{ls}");
+    let out = s.run(&["volume", "rm", "etcvol"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    out.assert_clean_error(&["volume etcvol is in use by container"]);
+    // prune takes only what no container names.
+    let pruned = s.ok(&["volume", "prune", "-f"]).stdout;
+    assert!(
+        pruned.contains("bare") && !pruned.contains("etcvol"),
+        "{pruned}"
+    );
+    s.ok(&["rm", "-f", "holder"]);
+    s.ok(&["volume", "rm", "etcvol"]);
+    assert_eq!(s.ok(&["volume", "ls", "-q"]).stdout, "");
+
+    // Names that are none, one line each, nothing made.
+    for (args, msg) in [
+        (vec!["-v", "a:/x"], "neither a host directory"),
+        (
+            vec!["--mount", "type=volume,src=ok"],
+            "type=volume needs src=NAME and dst=",
+        ),
+        (
+            vec!["-v", "two:/x", "-v", "two:/y"],
+            "volume two is mounted twice",
+        ),
+    ] {
+        common::vm::assert_refused(&s, &image, &args, msg);
+    }
+    assert_eq!(s.ok(&["volume", "ls", "-q"]).stdout, "");
+    assert!(qemu_processes_with(&s.root().display().to_string()).is_empty());
 }

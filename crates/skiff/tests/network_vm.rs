@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -171,16 +171,12 @@ fn inspect(ns: &Netns, s: &Skiff, name: &str) -> Value {
     ok_in(ns, s, &["inspect", name]).json()[0].clone()
 }
 
-/// A static UDP echo server (the image's busybox has no UDP server), built
-/// once per test binary with the host's gcc and static libc.
+/// A static UDP echo server (the image's busybox has no UDP server).
 fn udp_echo() -> PathBuf {
     static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     P.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skiff-net-tools");
-        fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("udpecho.c");
-        fs::write(
-            &src,
+        common::vm::static_c_tool(
+            "udpecho",
             r#"#include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -196,14 +192,6 @@ int main(int argc, char **argv) {
 }
 "#,
         )
-        .unwrap();
-        let bin = dir.join("udpecho");
-        sh_ok(&format!(
-            "gcc -static -O2 -o {} {}",
-            bin.display(),
-            src.display()
-        ));
-        bin
     })
     .clone()
 }
@@ -574,6 +562,10 @@ fn names_isolation_and_the_network_commands() {
             let mut args = vec!["run", "-d", "--name", name, "--network", "appnet"];
             if let Some(a) = alias {
                 args.extend(["--network-alias", a]);
+            }
+            if name == "client" {
+                // It re-addresses its eth0 below (the anti-spoofing check).
+                args.extend(["--cap-add", "NET_ADMIN"]);
             }
             let args: Vec<String> = args.into_iter().map(String::from).collect();
             (args, image, s)

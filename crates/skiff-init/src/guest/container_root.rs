@@ -4,7 +4,6 @@
 
 use std::io;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -13,7 +12,6 @@ use skiff_proto::v1::ContainerSetup;
 use crate::etc_files;
 
 const NEW_ROOT: &str = "/mnt/rootfs";
-const DEVICE_WAIT: Duration = Duration::from_secs(5);
 /// statfs magic numbers of the filesystems an initramfs lives on.
 const RAMFS_MAGIC: u64 = 0x8584_58f6;
 const TMPFS_MAGIC: u64 = 0x0102_1994;
@@ -48,13 +46,14 @@ pub async fn setup(req: &ContainerSetup) -> Result<(), SetupError> {
     } else {
         req.rootfs_fstype.as_str()
     };
-    let deadline = Instant::now() + DEVICE_WAIT;
-    while !Path::new(device).exists() {
-        if Instant::now() >= deadline {
-            return Err(SetupError::NoDevice(device.to_owned()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let device_path = device.to_owned();
+    let found = tokio::task::spawn_blocking(move || crate::mounts::wait_for_device(&device_path))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| SetupError::NoDevice(device.to_owned()))?;
+    let device = found.to_string_lossy().into_owned();
+    let device = device.as_str();
     std::fs::create_dir_all(NEW_ROOT).map_err(std_err(format!("creating {NEW_ROOT}")))?;
     // Mounted writable first even for a read-only container, so missing
     // mount points and the /etc files can be created; made read-only at the

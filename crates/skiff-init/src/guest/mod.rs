@@ -4,6 +4,7 @@
 pub mod container_root;
 pub mod control_port;
 pub mod modules;
+pub mod namespaces;
 pub mod power;
 pub mod signals;
 

@@ -156,6 +156,12 @@ pub struct ContainerConfig {
     /// `-v /host:/ctr[:ro]` and `--mount type=bind`, in order.
     #[serde(default)]
     pub binds: Vec<BindMount>,
+    /// `-v NAME:/ctr[:ro]` and `--mount type=volume`, in order.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Capabilities, seccomp, limits.
+    #[serde(default)]
+    pub security: super::security_config::SecurityConfig,
 }
 
 /// A host directory in the container.
@@ -168,18 +174,40 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
-/// A `--mount` of either kind.
+/// A named volume in the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub name: String,
+    /// Absolute path in the container.
+    pub target: String,
+    pub readonly: bool,
+    /// `volume-nocopy`: an empty volume does not receive the image's files.
+    #[serde(default)]
+    pub nocopy: bool,
+}
+
+/// A `-v` or `--mount` of any kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSpec {
     Tmpfs(TmpfsMount),
     Bind(BindMount),
+    Volume(VolumeMount),
 }
 
-impl BindMount {
-    /// docker's `-v SRC:DST[:ro|rw]` with SRC a host path (absolute, or
-    /// relative starting with `.`); `cwd` resolves relative ones. The source
-    /// must exist and be a directory.
-    pub fn parse_volume(spec: &str, cwd: &Path) -> Result<Self, BadMount> {
+fn valid_target(dst: &str) -> Result<(), String> {
+    if !dst.starts_with('/') || dst == "/" || dst.split('/').any(|p| p == "..") {
+        return Err(format!(
+            "the container path {dst:?} must be absolute, not /, and without .."
+        ));
+    }
+    Ok(())
+}
+
+impl MountSpec {
+    /// docker's `-v SRC:DST[:OPTS]`: SRC a host directory (absolute, or
+    /// relative starting with `.`, resolved against `cwd`; it must exist) or
+    /// a volume's name. OPTS: `ro`, `rw`, `nocopy`.
+    pub fn parse_volume_flag(spec: &str, cwd: &Path) -> Result<Self, BadMount> {
         let bad = |why: &str| BadMount::Volume {
             spec: spec.to_owned(),
             why: why.to_owned(),
@@ -187,32 +215,51 @@ impl BindMount {
         let mut parts = spec.splitn(3, ':');
         let (src, dst, opts) = (parts.next().unwrap_or(""), parts.next(), parts.next());
         let Some(dst) = dst else {
-            return Err(bad("use HOST_DIR:CONTAINER_DIR[:ro]"));
-        };
-        if !(src.starts_with('/') || src.starts_with('.')) {
             return Err(bad(
-                "named volumes are not supported yet; give a host directory (/abs or ./rel)",
+                "use HOST_DIR:CONTAINER_DIR[:ro] or VOLUME:CONTAINER_DIR[:ro] (anonymous volumes are not supported: name it)",
             ));
-        }
-        let mut readonly = false;
+        };
+        let host = src.starts_with('/') || src.starts_with('.');
+        let (mut readonly, mut nocopy) = (None, false);
         for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             match o {
-                "ro" => readonly = true,
-                "rw" => readonly = false,
+                "ro" | "rw" => {
+                    let ro = o == "ro";
+                    if readonly.is_some_and(|r| r != ro) {
+                        return Err(bad("ro and rw conflict"));
+                    }
+                    readonly = Some(ro);
+                }
+                "nocopy" if !host => nocopy = true,
                 // SELinux relabelling and propagation: nothing to do in a VM.
                 "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "shared" | "rshared" => {}
                 _ => return Err(bad(&format!("unknown option {o:?} (use ro or rw)"))),
             }
         }
-        Self::new(src, dst, readonly, cwd).map_err(|why| bad(&why))
-    }
-
-    fn new(src: &str, dst: &str, readonly: bool, cwd: &Path) -> Result<Self, String> {
-        if !dst.starts_with('/') || dst == "/" {
-            return Err(format!(
-                "the container path {dst:?} must be absolute and not /"
-            ));
+        let readonly = readonly.unwrap_or(false);
+        if host {
+            return BindMount::new(src, dst, readonly, cwd)
+                .map(Self::Bind)
+                .map_err(|why| bad(&why));
         }
+        if !crate::volume::valid_name(src) {
+            return Err(bad(&format!(
+                "{src:?} is neither a host directory (/abs or ./rel) nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+            )));
+        }
+        valid_target(dst).map_err(|why| bad(&why))?;
+        Ok(Self::Volume(VolumeMount {
+            name: src.to_owned(),
+            target: dst.to_owned(),
+            readonly,
+            nocopy,
+        }))
+    }
+}
+
+impl BindMount {
+    fn new(src: &str, dst: &str, readonly: bool, cwd: &Path) -> Result<Self, String> {
+        valid_target(dst)?;
         let path = cwd.join(src);
         let source = std::fs::canonicalize(&path)
             .map_err(|e| format!("the host path {}: {e}", path.display()))?;
@@ -231,10 +278,15 @@ impl BindMount {
 }
 
 impl MountSpec {
-    /// docker's `--mount`: type=tmpfs as [`TmpfsMount::parse_mount`], or
-    /// `type=bind,src=HOST_DIR,dst=PATH[,readonly]`.
+    /// docker's `--mount`: type=tmpfs as [`TmpfsMount::parse_mount`],
+    /// `type=bind,src=HOST_DIR,dst=PATH[,readonly]` or
+    /// `type=volume,src=NAME,dst=PATH[,readonly][,volume-nocopy]`.
     pub fn parse(spec: &str, cwd: &Path) -> Result<Self, BadMount> {
-        if spec.split(',').find_map(|f| f.strip_prefix("type=")) != Some("bind") {
+        let kind = spec.split(',').find_map(|f| f.strip_prefix("type="));
+        if kind == Some("volume") {
+            return Self::parse_volume_mount(spec);
+        }
+        if kind != Some("bind") {
             return TmpfsMount::parse_mount(spec).map(Self::Tmpfs);
         }
         let bad = |why: String| BadMount::Mount {
@@ -259,6 +311,43 @@ impl MountSpec {
         BindMount::new(src, dst, readonly, cwd)
             .map(Self::Bind)
             .map_err(bad)
+    }
+
+    fn parse_volume_mount(spec: &str) -> Result<Self, BadMount> {
+        let bad = |why: String| BadMount::Mount {
+            spec: spec.to_owned(),
+            why,
+        };
+        let (mut src, mut dst, mut readonly, mut nocopy) = (None, None, false, false);
+        for field in spec.split(',') {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            let yes = v.is_empty() || v == "true" || v == "1";
+            match k {
+                "type" => {}
+                "src" | "source" => src = Some(v),
+                "dst" | "destination" | "target" => dst = Some(v),
+                "readonly" | "ro" if yes => readonly = true,
+                "volume-nocopy" if yes => nocopy = true,
+                _ => return Err(bad(format!("unknown field {k:?}"))),
+            }
+        }
+        let (Some(src), Some(dst)) = (src, dst) else {
+            return Err(bad(
+                "type=volume needs src=NAME and dst= (anonymous volumes are not supported)".into(),
+            ));
+        };
+        if !crate::volume::valid_name(src) {
+            return Err(bad(format!(
+                "{src:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+            )));
+        }
+        valid_target(dst).map_err(bad)?;
+        Ok(Self::Volume(VolumeMount {
+            name: src.to_owned(),
+            target: dst.to_owned(),
+            readonly,
+            nocopy,
+        }))
     }
 }
 
@@ -339,7 +428,6 @@ impl TmpfsMount {
         };
         match spec.split(',').find_map(|f| f.strip_prefix("type=")) {
             Some("tmpfs") => {}
-            Some("volume") => return Err(bad("named volumes are not supported yet")),
             _ => return Err(bad("type=tmpfs or type=bind is required")),
         }
         let mut target = None;
@@ -437,13 +525,32 @@ mod tests {
             assert!(TmpfsMount::parse_flag(bad).is_err(), "{bad}");
         }
         let cwd = Path::new("/");
-        let e = MountSpec::parse("type=volume,src=a,dst=/b", cwd)
-            .unwrap_err()
-            .to_string();
         assert_eq!(
-            e,
-            "invalid --mount \"type=volume,src=a,dst=/b\": named volumes are not supported yet"
+            MountSpec::parse("type=volume,src=pgdata,dst=/b,readonly,volume-nocopy", cwd).unwrap(),
+            MountSpec::Volume(VolumeMount {
+                name: "pgdata".into(),
+                target: "/b".into(),
+                readonly: true,
+                nocopy: true
+            })
         );
+        assert_eq!(
+            MountSpec::parse_volume_flag("data:/var/lib/db", cwd).unwrap(),
+            MountSpec::Volume(VolumeMount {
+                name: "data".into(),
+                target: "/var/lib/db".into(),
+                readonly: false,
+                nocopy: false
+            })
+        );
+        for bad in [
+            "type=volume,dst=/b",
+            "type=volume,src=a,dst=/b",
+            "type=volume,src=ok,dst=rel",
+            "type=volume,src=ok,dst=/x,bogus",
+        ] {
+            assert!(MountSpec::parse(bad, cwd).is_err(), "{bad}");
+        }
         let b = MountSpec::parse("type=bind,src=/tmp,dst=/b,readonly", cwd).unwrap();
         assert_eq!(
             b,
@@ -456,17 +563,24 @@ mod tests {
                 readonly: true
             })
         );
-        let v = BindMount::parse_volume("./tmp:/t:ro", cwd).unwrap();
-        assert!(v.readonly && v.target == "/t", "{v:?}");
+        let v = MountSpec::parse_volume_flag("./tmp:/t:ro", cwd).unwrap();
+        assert!(
+            matches!(&v, MountSpec::Bind(b) if b.readonly && b.target == "/t"),
+            "{v:?}"
+        );
         for bad in [
             "/tmp",
             "/tmp:rel",
             "/tmp:/",
-            "name:/x",
+            "a:/x",
+            "-v:/x",
+            "vol:/x:ro,rw",
+            "/tmp:/x:nocopy",
             "/tmp:/x:rx",
+            "/tmp:/x/../y",
             "/no-such-dir:/x",
         ] {
-            assert!(BindMount::parse_volume(bad, cwd).is_err(), "{bad}");
+            assert!(MountSpec::parse_volume_flag(bad, cwd).is_err(), "{bad}");
         }
         assert!(TmpfsMount::parse_mount("type=tmpfs").is_err());
         assert!(TmpfsMount::parse_mount("type=tmpfs,dst=/x,tmpfs-mode=999").is_err());

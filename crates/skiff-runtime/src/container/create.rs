@@ -7,7 +7,7 @@ use std::time::Duration;
 use skiff_oci::store::{ImageRecord, Store};
 
 use super::config::{
-    BindMount, ContainerConfig, HealthConfig, MountSpec, ProcessConfig, RestartPolicy, TmpfsMount,
+    ContainerConfig, HealthConfig, MountSpec, ProcessConfig, RestartPolicy, TmpfsMount,
 };
 use super::state::ContainerState;
 use super::{io, write_json, Container, ContainerError, Containers, Result, STATE_FILE};
@@ -43,6 +43,8 @@ pub struct CreateOptions {
     pub mounts: Vec<String>,
     /// `-v HOST_DIR:DIR[:ro]`, as given.
     pub volumes: Vec<String>,
+    /// `--privileged`, `--cap-*`, `--security-opt`, limits, as given.
+    pub security: super::security_config::SecurityOptions,
 }
 
 /// `--network`, `-p`, `-P`, `--dns*`, `--add-host`, as given.
@@ -219,17 +221,50 @@ pub fn create(
         tmpfs.push(TmpfsMount::parse_flag(t).map_err(|e| ContainerError::Invalid(e.to_string()))?);
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let mut binds = Vec::new();
-    for v in &o.volumes {
-        binds.push(
-            BindMount::parse_volume(v, &cwd).map_err(|e| ContainerError::Invalid(e.to_string()))?,
-        );
-    }
-    for m in &o.mounts {
-        match MountSpec::parse(m, &cwd).map_err(|e| ContainerError::Invalid(e.to_string()))? {
+    let (mut binds, mut volumes) = (Vec::new(), Vec::new());
+    let specs = o
+        .volumes
+        .iter()
+        .map(|v| MountSpec::parse_volume_flag(v, &cwd))
+        .chain(o.mounts.iter().map(|m| MountSpec::parse(m, &cwd)));
+    for spec in specs {
+        match spec.map_err(|e| ContainerError::Invalid(e.to_string()))? {
             MountSpec::Tmpfs(t) => tmpfs.push(t),
             MountSpec::Bind(b) => binds.push(b),
+            MountSpec::Volume(v) => volumes.push(v),
         }
+    }
+    let mut targets = std::collections::BTreeSet::new();
+    for t in tmpfs
+        .iter()
+        .map(|t| &t.target)
+        .chain(binds.iter().map(|b| &b.target))
+        .chain(volumes.iter().map(|v| &v.target))
+    {
+        if !targets.insert(t.trim_end_matches('/')) {
+            return Err(ContainerError::Invalid(format!(
+                "duplicate mount point {t}: give each mount its own container path"
+            )));
+        }
+    }
+    let mut volume_names = std::collections::BTreeSet::new();
+    for v in &volumes {
+        if !volume_names.insert(&v.name) {
+            return Err(ContainerError::Invalid(format!(
+                "volume {} is mounted twice: an ext4 volume has one mount point per container",
+                v.name
+            )));
+        }
+    }
+    // As docker: naming a volume that does not exist creates it.
+    for v in &volumes {
+        crate::volume::ensure(
+            containers.paths(),
+            &v.name,
+            crate::volume::DEFAULT_SIZE,
+            &Default::default(),
+        )
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     }
     if !binds.is_empty() && !rustix::process::geteuid().is_root() {
         return Err(ContainerError::Invalid(
@@ -237,6 +272,8 @@ pub fn create(
                 .into(),
         ));
     }
+    let security = super::security_config::SecurityConfig::from_options(&o.security, &cwd)
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(o.labels.clone());
 
@@ -275,6 +312,8 @@ pub fn create(
         readonly_root: o.readonly_root,
         tmpfs,
         binds,
+        volumes,
+        security,
     };
 
     let _names = containers.names_lock()?;

@@ -6,8 +6,24 @@ use serde_json::{json, Value};
 use super::state::ContainerStatus;
 use super::Container;
 
+/// docker's HostConfig.SecurityOpt form of what was chosen.
+fn security_opts(sec: &super::security_config::SecurityConfig) -> Vec<String> {
+    use super::security_config::SeccompChoice;
+    let mut opts = Vec::new();
+    if sec.no_new_privileges {
+        opts.push("no-new-privileges".to_owned());
+    }
+    match &sec.seccomp {
+        SeccompChoice::Default => {}
+        SeccompChoice::Unconfined => opts.push("seccomp=unconfined".into()),
+        SeccompChoice::Profile { path, .. } => opts.push(format!("seccomp={path}")),
+    }
+    opts
+}
+
 pub fn inspect(c: &Container) -> Value {
     let cfg = &c.config;
+    let sec = &cfg.security;
     let st = &c.state;
     let zero = "0001-01-01T00:00:00Z";
     let health = st.health.as_ref().map(|h| {
@@ -84,13 +100,32 @@ pub fn inspect(c: &Container) -> Value {
             "NanoCpus": u64::from(cfg.cpus) * 1_000_000_000,
             "Memory": u64::from(cfg.memory_mib) << 20,
             "LogConfig": { "Type": "json-file", "Config": cfg.log_opts.iter().filter_map(|o| o.split_once('=')).collect::<std::collections::BTreeMap<_, _>>() },
+            "Privileged": sec.privileged,
+            "Capabilities": sec.capabilities.names(),
+            "SecurityOpt": security_opts(sec),
+            "PidsLimit": sec.pids_limit,
+            "Ulimits": sec.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
+            "ShmSize": if sec.shm_size == 0 { 64 << 20 } else { sec.shm_size },
+            "Sysctls": sec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         },
         "Mounts": cfg.tmpfs.iter().map(|t| json!({
             "Type": "tmpfs",
             "Destination": t.target,
             "Options": t.options,
             "RW": !t.options.iter().any(|o| o == "ro"),
-        })).collect::<Vec<_>>(),
+        })).chain(cfg.binds.iter().map(|b| json!({
+            "Type": "bind",
+            "Source": b.source,
+            "Destination": b.target,
+            "RW": !b.readonly,
+        }))).chain(cfg.volumes.iter().map(|v| json!({
+            "Type": "volume",
+            "Name": v.name,
+            "Source": crate::volume::load(&crate::Paths::of_container_dir(c.dir()), &v.name).map(|vol| vol.disk().display().to_string()).unwrap_or_default(),
+            "Destination": v.target,
+            "Driver": "local",
+            "RW": !v.readonly,
+        }))).collect::<Vec<_>>(),
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.process.user,

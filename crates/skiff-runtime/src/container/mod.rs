@@ -14,6 +14,7 @@
 //! container removed; `<id>/monitor.lock` is the monitor's liveness.
 
 pub mod config;
+pub mod security_config;
 pub mod state;
 
 mod attach;

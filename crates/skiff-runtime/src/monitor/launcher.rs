@@ -28,6 +28,10 @@ pub enum LaunchError {
     Network(#[from] crate::network::NetworkError),
     #[error("{0}")]
     Share(#[from] crate::share::ShareError),
+    #[error("{0}")]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("the container's security settings: {0}")]
+    Security(#[from] crate::container::security_config::BadSecurity),
 }
 
 pub type LaunchFuture<'a> =
@@ -100,7 +104,7 @@ impl Launcher for VmLauncher {
                     tag: s.tag.clone(),
                 })
                 .collect();
-            let vm_config = base.config(
+            let mut vm_config = base.config(
                 dir,
                 config.cpus,
                 config.memory_mib,
@@ -108,6 +112,18 @@ impl Launcher for VmLauncher {
                 nics,
                 share_fds,
             )?;
+            // Each volume is held for this container while its VM lives.
+            let mut claims = Vec::new();
+            for (i, v) in config.volumes.iter().enumerate() {
+                let claim = crate::volume::claim(&self.paths, &v.name, &config.id)?;
+                vm_config.disks.push(skiff_sandbox::qemu::Disk {
+                    path: claim.volume.disk(),
+                    format: skiff_sandbox::qemu::DiskFormat::Raw,
+                    readonly: v.readonly,
+                    serial: Some(volume_serial(i)),
+                });
+                claims.push(claim);
+            }
             let mut mounts: Vec<GuestMount> = config
                 .tmpfs
                 .iter()
@@ -116,6 +132,7 @@ impl Launcher for VmLauncher {
                     target: t.target.clone(),
                     fstype: "tmpfs".into(),
                     options: t.options.clone(),
+                    copy_up: false,
                 })
                 .collect();
             for (b, s) in config.binds.iter().zip(&shares) {
@@ -128,8 +145,27 @@ impl Launcher for VmLauncher {
                     } else {
                         Vec::new()
                     },
+                    copy_up: false,
                 });
             }
+            for (i, v) in config.volumes.iter().enumerate() {
+                mounts.push(GuestMount {
+                    source: format!("/dev/disk/by-id/virtio-{}", volume_serial(i)),
+                    target: v.target.clone(),
+                    fstype: "ext4".into(),
+                    // A read-only disk cannot replay a journal: none is read.
+                    options: if v.readonly {
+                        vec!["ro".into(), "noload".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    // docker copies the image's files into an empty volume;
+                    // a read-only one cannot receive them.
+                    copy_up: !v.readonly && !v.nocopy,
+                });
+            }
+            // Before the boot: a profile that no longer compiles costs no VM.
+            let security = config.security.guest()?;
             let vm = skiff_sandbox::RunningVm::boot(vm_config).await?;
             let agent = Agent::new(vm.agent());
             let net = &config.network;
@@ -157,8 +193,9 @@ impl Launcher for VmLauncher {
             };
             agent
                 .setup_root(&RootSetup {
-                    // The overlay is the VM's first (and only) disk.
-                    device: "/dev/vda".into(),
+                    // Found by serial: with volumes attached, vdX names
+                    // follow the kernel's probe order, not ours.
+                    device: format!("/dev/disk/by-id/virtio-{ROOT_SERIAL}"),
                     fstype: "ext4".into(),
                     readonly: config.readonly_root,
                     hostname: config.hostname.clone(),
@@ -167,12 +204,14 @@ impl Launcher for VmLauncher {
                     search,
                     dns_options: net.dns_options.clone(),
                     mounts,
+                    security,
                 })
                 .await?;
             Ok(Box::new(Networked {
                 vm,
                 _network: attached,
                 _shares: shares,
+                _volumes: claims,
             }) as Box<dyn Sandbox>)
         })
     }
@@ -185,6 +224,16 @@ struct Networked {
     _network: Option<crate::network::Attached>,
     /// virtiofsd of each host directory.
     _shares: Vec<crate::share::Shared>,
+    /// The volumes it mounts, held until the VM is gone.
+    _volumes: Vec<crate::volume::Claim>,
+}
+
+/// The virtio-blk serial of the container's root disk (vmbase gives it).
+const ROOT_SERIAL: &str = crate::vmbase::ROOT_SERIAL;
+
+/// The virtio-blk serial of the container's `i`th volume.
+fn volume_serial(i: usize) -> String {
+    format!("skiff-vol-{i}")
 }
 
 impl Sandbox for Networked {

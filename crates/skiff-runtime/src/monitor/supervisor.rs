@@ -212,7 +212,10 @@ pub(crate) async fn supervise(
         let again =
             !end.aborted && should_restart(shared.config.restart, end.exit.code, restarts, stopped);
         let t_exit = Instant::now();
-        vm_down(sandbox, shared.config.auto_remove || end.aborted || again).await;
+        // A clean power-off flushes what the guest still caches: needed for
+        // volumes always, and for the root disk unless it is thrown away.
+        let disk_thrown_away = shared.config.auto_remove && shared.config.volumes.is_empty();
+        vm_down(sandbox, disk_thrown_away || end.aborted).await;
         timings.exit_to_vm_gone = t_exit.elapsed();
         let exited = AttachMsg::Exited {
             code: end.exit.code,
@@ -408,7 +411,7 @@ async fn signal(agent: &Agent, sig: i32) {
     }
 }
 
-/// Takes the sandbox down: at once when its disk is thrown away (or nobody
+/// Takes the sandbox down: at once when its disks are thrown away (or nobody
 /// waits for a clean end), else with a clean power-off.
 async fn vm_down(mut sandbox: Box<dyn Sandbox>, at_once: bool) {
     if at_once {

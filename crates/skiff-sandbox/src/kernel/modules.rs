@@ -16,6 +16,7 @@ pub const WANTED: &[&str] = &[
     "virtio_console",
     "virtio_net",
     "virtio_rng",
+    "virtio_balloon",
     "vmw_vsock_virtio_transport",
     "9pnet_virtio",
     "9p",

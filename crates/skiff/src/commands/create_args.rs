@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use skiff_runtime::container::config::RestartPolicy;
+use skiff_runtime::container::security_config::SecurityOptions;
 use skiff_runtime::container::{
     self, Container, Containers, CreateOptions, HealthOptions, NetworkOptions,
 };
@@ -100,15 +101,46 @@ pub struct CreateArgs {
     /// (default options noexec,nosuid,nodev, as docker).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
-    /// A mount: type=bind,src=HOST_DIR,dst=PATH[,readonly] or
+    /// A mount: type=bind,src=HOST_DIR,dst=PATH[,readonly],
+    /// type=volume,src=NAME,dst=PATH[,readonly][,volume-nocopy] or
     /// type=tmpfs,dst=PATH[,tmpfs-size=64m][,tmpfs-mode=1777][,readonly].
-    #[arg(long, value_name = "type=bind|tmpfs,…")]
+    #[arg(long, value_name = "type=bind|volume|tmpfs,…")]
     pub mount: Vec<String>,
-    /// Share a host directory: HOST_DIR:CONTAINER_DIR[:ro] (HOST_DIR absolute
-    /// or ./relative). Writes show on the host at once (virtio-fs); :ro is
-    /// enforced on the host side.
-    #[arg(short = 'v', long = "volume", value_name = "HOST_DIR:DIR[:ro]")]
+    /// Share a host directory, HOST_DIR:DIR[:ro] (HOST_DIR absolute or
+    /// ./relative; writes show on the host at once, virtio-fs; :ro is enforced
+    /// on the host side), or mount a named volume, NAME:DIR[:ro|:nocopy]
+    /// (made if missing; an empty one receives the image's files at DIR).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DIR[:OPTS]")]
     pub volumes: Vec<String>,
+    /// Give the container every capability, no seccomp filter and its VM's
+    /// whole /dev (the VM still keeps it off the host's kernel).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a Linux capability to docker's default set (e.g. NET_ADMIN, or
+    /// ALL); processes of a non-root --user get the added ones too.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (e.g. CHOWN, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json (docker's
+    /// format; the default is docker's default profile).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// The most processes and threads the container may have (-1: no limit).
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// A resource limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048; -1 is unlimited).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Size of /dev/shm (default 64M).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::mkfs::parse_size)]
+    pub shm_size: Option<u64>,
+    /// A kernel setting for the container: KEY=VALUE (e.g.
+    /// net.core.somaxconn=1024). The kernel is the container's VM's own, so
+    /// any setting it has may be given.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
     /// Add a line to /etc/hosts.
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
@@ -233,6 +265,16 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
         tmpfs: a.tmpfs.clone(),
         mounts: a.mount.clone(),
         volumes: a.volumes.clone(),
+        security: SecurityOptions {
+            privileged: a.privileged,
+            cap_add: a.cap_add.clone(),
+            cap_drop: a.cap_drop.clone(),
+            security_opts: a.security_opt.clone(),
+            pids_limit: a.pids_limit,
+            ulimits: a.ulimit.clone(),
+            shm_size: a.shm_size,
+            sysctls: a.sysctl.clone(),
+        },
         network: NetworkOptions {
             network: a.network.clone(),
             aliases: a.network_aliases.clone(),

@@ -13,6 +13,7 @@ pub mod run;
 pub mod session;
 pub mod system;
 pub mod template;
+pub mod volume;
 
 use std::path::PathBuf;
 

@@ -150,28 +150,9 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetworkCommand::Rm(a) => {
-            // docker's way: each name removed or said why, one line each.
-            let mut failed = 0;
-            for name in &a.names {
-                match network::remove::remove(&paths, name) {
-                    Ok(_) => println!("{name}"),
-                    Err(e) if a.names.len() == 1 => {
-                        return Err(
-                            anyhow::Error::new(e).context(format!("removing network {name}"))
-                        )
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "Error: removing network {name}: {}",
-                            skiff_util::error::chain(&e)
-                        );
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                std::process::exit(1);
-            }
+            crate::output::remove_each("network", &a.names, |name| {
+                network::remove::remove(&paths, name).map(|_| ())
+            })?;
         }
         NetworkCommand::Prune(_) => {
             let removed = network::remove::prune(&paths)?;

@@ -53,6 +53,10 @@ const APPLETS: &[&str] = &[
     "printf",
     "seq",
     "touch",
+    "chmod",
+    "cp",
+    "readlink",
+    "rm",
 ];
 
 pub struct VmFixtures {
@@ -256,4 +260,39 @@ pub fn qemu_processes_with(needle: &str) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// A static program for the guest (the image's busybox lacks it), built
+/// once per test binary from C with the host's gcc and static libc.
+pub fn static_c_tool(name: &str, source: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skiff-c-tools");
+    fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    // Rebuilt when the source changed (several test binaries share it).
+    if fs::read_to_string(&src).ok().as_deref() != Some(source) || !bin.exists() {
+        let tmp = dir.join(format!("{name}.{}", std::process::id()));
+        let tmp_src = dir.join(format!("{name}.{}.c", std::process::id()));
+        fs::write(&tmp_src, source).unwrap();
+        run_tool(
+            Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&tmp_src),
+        );
+        fs::rename(&tmp, &bin).unwrap();
+        fs::rename(&tmp_src, &src).unwrap();
+    }
+    bin
+}
+
+/// `skiff run --rm ARGS IMAGE true` is refused before any boot: exit 125
+/// and a one-line error that says `msg`.
+pub fn assert_refused(s: &Skiff, image: &str, args: &[&str], msg: &str) {
+    let mut a = vec!["run", "--rm"];
+    a.extend(args);
+    a.extend([image, "true"]);
+    let out = s.run(&a);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    out.assert_clean_error(&[msg]);
 }

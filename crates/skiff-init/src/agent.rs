@@ -223,9 +223,7 @@ impl Agent for AgentService {
             .map_err(|e| Status::internal(e.to_string()))?;
         if let Some(security) = &setup.security {
             let container = Container::new(security).map_err(|e| match e {
-                NamespaceError::BadSysctl(_) | NamespaceError::Confinement(_) => {
-                    Status::invalid_argument(e.to_string())
-                }
+                NamespaceError::Confinement(_) => Status::invalid_argument(e.to_string()),
                 _ => Status::internal(e.to_string()),
             })?;
             *lock(&self.inner.container) = Some(Arc::new(container));

@@ -54,17 +54,14 @@ impl Confinement {
                 )
             })
             .collect();
-        let all = CapabilitySet::from_bits_truncate(u64::MAX);
+        // The host has already resolved --privileged into all capabilities
+        // and no filter.
         Ok(Self {
             privileged: s.privileged,
-            capabilities: if s.privileged {
-                all
-            } else {
-                CapabilitySet::from_bits_retain(s.capabilities)
-            },
+            capabilities: CapabilitySet::from_bits_retain(s.capabilities),
             user_capabilities: CapabilitySet::from_bits_retain(s.user_capabilities),
             no_new_privileges: s.no_new_privileges,
-            filter: if s.privileged { Vec::new() } else { filter },
+            filter,
             rlimits,
             cgroup_procs,
         })
@@ -117,7 +114,8 @@ impl Confinement {
                 },
             )?;
         } else if !self.user_capabilities.is_empty() {
-            let caps = self.user_capabilities & self.capabilities;
+            // A subset of `capabilities` (the host sends it so).
+            let caps = self.user_capabilities;
             rustix::thread::set_capabilities(
                 None,
                 CapabilitySets {

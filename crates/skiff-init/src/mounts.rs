@@ -34,9 +34,6 @@ pub enum MountError {
 
 /// How long a disk may take to appear.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
-/// udev's name for a virtio disk by serial; the guest has no udev, so it is
-/// looked up in /sys/block here.
-const BY_SERIAL: &str = "/dev/disk/by-id/virtio-";
 
 /// The device node at `path`, or the virtio disk that
 /// /dev/disk/by-id/virtio-SERIAL names, waiting up to 5 s for it.
@@ -46,7 +43,7 @@ pub fn wait_for_device(path: &str) -> Option<PathBuf> {
         if Path::new(path).exists() {
             return Some(path.into());
         }
-        if let Some(serial) = path.strip_prefix(BY_SERIAL) {
+        if let Some(serial) = path.strip_prefix(skiff_proto::DISK_BY_SERIAL) {
             let found = std::fs::read_dir("/sys/block").ok().and_then(|dir| {
                 dir.flatten().find_map(|e| {
                     let s = std::fs::read_to_string(e.path().join("serial")).ok()?;

@@ -197,19 +197,9 @@ impl Process {
         let mut cmd = command(*prepared, container.cloned(), self.main)
             .map_err(|e| io_status("opening /dev/null", e))?;
         let spawned = match container {
-            Some(c) => c
-                .spawn_inside(self.main, || {
-                    reaper.spawn(&mut cmd, self.exit.clone(), self.main)
-                })
-                .map_err(|e| {
-                    *lock(&self.state) = State::Failed;
-                    self.exit.send_replace(Some(ExitStatus {
-                        exit_code: 126,
-                        signal: 0,
-                        exited_us: crate::clock::boottime_us(),
-                    }));
-                    Status::internal(format!("starting process {}: {e}", self.id))
-                })?,
+            Some(c) => c.spawn_inside(self.main, || {
+                reaper.spawn(&mut cmd, self.exit.clone(), self.main)
+            }),
             None => reaper.spawn(&mut cmd, self.exit.clone(), self.main),
         };
         match spawned {
@@ -352,8 +342,7 @@ fn command(p: Prepared, container: Option<Arc<Container>>, main: bool) -> std::i
                 rustix::thread::set_thread_res_uid(uid, uid, uid)?;
             }
             if let Some(c) = &container {
-                c.confinement
-                    .apply_after_user(uid.is_root() || !switch_user)?;
+                c.confinement.apply_after_user(uid.is_root())?;
             }
             Ok(())
         });

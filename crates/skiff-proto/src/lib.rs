@@ -40,3 +40,8 @@ pub const PROBE_OK_MARKER: &str = "SKIFF-PROBE-OK";
 /// load order (one path per line, relative to the directory).
 pub const INITRAMFS_MODULES_DIR: &str = "/lib/modules/skiff";
 pub const INITRAMFS_MODULES_ORDER: &str = "/lib/modules/skiff/order";
+
+/// How the host names a disk to skiff-init: this prefix and the disk's
+/// virtio-blk serial (udev's path; the guest has no udev, skiff-init finds
+/// the serial in /sys/block).
+pub const DISK_BY_SERIAL: &str = "/dev/disk/by-id/virtio-";

@@ -217,6 +217,18 @@ fn fetch(ns: &Netns, s: &Skiff, container: &str, url: &str) -> Out {
     )
 }
 
+/// `url` fetched from inside `container`, no time limit (an answer is due).
+fn wget(ns: &Netns, s: &Skiff, container: &str, url: &str) -> Out {
+    skiff_in(ns, s, &["exec", container, "wget", "-qO-", url])
+}
+
+/// [`wget`] that must succeed.
+fn wget_ok(ns: &Netns, s: &Skiff, container: &str, url: &str) -> Out {
+    let out = wget(ns, s, container, url);
+    assert!(out.success(), "wget {url} in {container}: {out:?}");
+    out
+}
+
 fn curl(ns: &Netns, url: &str) -> Out {
     ns.sh(&format!("curl -sS -m 5 {url}"))
 }
@@ -303,17 +315,7 @@ fn published_ports_and_nat_on_the_default_network() {
     );
     // A container reaches a published port of its own network through the
     // host's address (the publisher answers: no DNAT hairpin).
-    let out = ok_in(
-        &w.host,
-        &s,
-        &[
-            "exec",
-            "web",
-            "wget",
-            "-qO-",
-            &format!("http://{HOST_IP}:8080/"),
-        ],
-    );
+    let out = wget_ok(&w.host, &s, "web", &format!("http://{HOST_IP}:8080/"));
     assert_eq!(out.stdout, "hello-web\n");
     // The container's address from the host directly.
     assert_eq!(
@@ -322,16 +324,11 @@ fn published_ports_and_nat_on_the_default_network() {
     );
 
     // Outbound: the outside sees the host's address, not the container's.
-    let out = ok_in(
+    let out = wget_ok(
         &w.host,
         &s,
-        &[
-            "exec",
-            "web",
-            "wget",
-            "-qO-",
-            &format!("http://{OUTSIDE_IP}:8000/cgi-bin/ip"),
-        ],
+        "web",
+        &format!("http://{OUTSIDE_IP}:8000/cgi-bin/ip"),
     );
     // (busybox httpd gives IPv4 clients in their IPv6-mapped form.)
     assert_eq!(
@@ -588,11 +585,11 @@ fn names_isolation_and_the_network_commands() {
 
     // By name and by alias; the hostname answers.
     wait_until(Duration::from_secs(30), "db's httpd", || {
-        skiff_in(h, &s, &["exec", "client", "wget", "-qO-", "http://db/"]).success()
+        wget(h, &s, "client", "http://db/").success()
     });
     let db_id = inspect(h, &s, "db")["Id"].as_str().unwrap()[..12].to_owned();
     for url in ["http://db/", "http://database/", "http://DB./"] {
-        let out = ok_in(h, &s, &["exec", "client", "wget", "-qO-", url]);
+        let out = wget_ok(h, &s, "client", url);
         assert_eq!(out.stdout.trim(), db_id, "{url}");
     }
     // A name that appears after the client started.
@@ -615,7 +612,7 @@ fn names_isolation_and_the_network_commands() {
     // (Up to 60 s: with the suite's other VMs, seven guests share two cores.)
     let mut last = None;
     let found = (0..300).any(|_| {
-        let out = skiff_in(h, &s, &["exec", "client", "wget", "-qO-", "http://late/"]);
+        let out = wget(h, &s, "client", "http://late/");
         let ok = out.success();
         last = Some(out);
         if !ok {
@@ -665,17 +662,7 @@ fn names_isolation_and_the_network_commands() {
     let out = fetch(h, &s, "lonely", "http://db/");
     assert!(!out.success(), "no names across networks: {out:?}");
     // ...but the outside is reachable from there.
-    let out = ok_in(
-        h,
-        &s,
-        &[
-            "exec",
-            "lonely",
-            "wget",
-            "-qO-",
-            &format!("http://{OUTSIDE_IP}:8000/"),
-        ],
-    );
+    let out = wget_ok(h, &s, "lonely", &format!("http://{OUTSIDE_IP}:8000/"));
     assert_eq!(out.stdout, "outside-hello\n");
 
     // Internal: no way out.
@@ -727,7 +714,7 @@ fn names_isolation_and_the_network_commands() {
     let out = ok_in(h, &s, &["exec", "client", "sh", "-c", &spoof]);
     assert_eq!(out.stdout.trim(), "blocked-then-allowed", "{out:?}");
     // db is still fine for the others.
-    ok_in(h, &s, &["exec", "peer", "wget", "-qO-", "http://db/"]);
+    wget_ok(h, &s, "peer", "http://db/");
 
     // A network in use stays; once its containers are gone it goes.
     let out = skiff_in(h, &s, &["network", "rm", "appnet"]);

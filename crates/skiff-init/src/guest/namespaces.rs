@@ -31,8 +31,6 @@ pub enum NamespaceError {
     Io { what: String, source: io::Error },
     #[error("--pids-limit needs the pids cgroup controller, which this guest kernel lacks")]
     NoPidsController,
-    #[error("sysctl {0:?} is not a sysctl name")]
-    BadSysctl(String),
     #[error("sysctl {0}: this guest kernel has no such setting")]
     UnknownSysctl(String),
     #[error(transparent)]
@@ -76,19 +74,8 @@ impl Container {
         let sysctls = s
             .sysctls
             .iter()
-            .map(|c| {
-                let valid = !c.key.is_empty()
-                    && c.key
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                    && !c.key.split('.').any(|p| p.is_empty() || p == "..");
-                if valid {
-                    Ok((c.key.clone(), c.value.clone()))
-                } else {
-                    Err(NamespaceError::BadSysctl(c.key.clone()))
-                }
-            })
-            .collect::<Result<_, _>>()?;
+            .map(|c| (c.key.clone(), c.value.clone()))
+            .collect();
         let procs = container_cgroup(s.pids_limit)?;
         Ok(Self {
             confinement: Confinement::new(s, procs)?,
@@ -104,14 +91,14 @@ impl Container {
 
     /// Runs `spawn` (a fork) on a thread inside the container's namespaces:
     /// new ones for the main process, the main process's for every other.
-    /// `spawn` returns the child's pid in the guest's PID namespace; its
-    /// own failure comes back as the inner result.
+    /// `spawn` returns the child's pid in the guest's PID namespace; a
+    /// namespace that cannot be made or joined is an error of its own kind.
     pub fn spawn_inside(
         &self,
         main: bool,
         spawn: impl FnOnce() -> io::Result<i32> + Send,
-    ) -> Result<io::Result<i32>, NamespaceError> {
-        std::thread::scope(|scope| {
+    ) -> io::Result<i32> {
+        let inside = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     if main {
@@ -127,7 +114,8 @@ impl Container {
                         source: io::Error::other("panicked"),
                     })
                 })
-        })
+        });
+        inside.unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 
     fn spawn_main(
@@ -256,15 +244,16 @@ fn mount_at(
     flags: MountFlags,
     data: &str,
 ) -> Result<(), NamespaceError> {
-    if let Err(e) = std::fs::create_dir_all(target) {
-        crate::debug!("creating {target}: {e}");
-    }
     let data = CString::new(data).map_err(|_| NamespaceError::Io {
         what: format!("mount options for {target}"),
         source: io::Error::other("NUL byte"),
     })?;
-    rustix::mount::mount(fstype, target, fstype, flags, Some(data.as_c_str()))
-        .map_err(io_err(format!("mounting {fstype} on {target}")))
+    crate::mounts::mount_fs(fstype, target, flags, Some(data.as_c_str()), &[]).map_err(|source| {
+        NamespaceError::Io {
+            what: "setting up the container's mounts".into(),
+            source,
+        }
+    })
 }
 
 /// docker's /dev: a small tmpfs with the harmless devices, the guest's

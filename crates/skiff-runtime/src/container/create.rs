@@ -273,7 +273,7 @@ pub fn create(
         ));
     }
     let security = super::security_config::SecurityConfig::from_options(&o.security, &cwd)
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        .map_err(|e| ContainerError::Invalid(skiff_util::error::chain(&e)))?;
     let mut labels = image.labels.clone().unwrap_or_default();
     labels.extend(o.labels.clone());
 

@@ -105,7 +105,7 @@ pub fn inspect(c: &Container) -> Value {
             "SecurityOpt": security_opts(sec),
             "PidsLimit": sec.pids_limit,
             "Ulimits": sec.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
-            "ShmSize": if sec.shm_size == 0 { 64 << 20 } else { sec.shm_size },
+            "ShmSize": if sec.shm_size == 0 { super::security_config::DEFAULT_SHM_SIZE } else { sec.shm_size },
             "Sysctls": sec.sysctls.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         },
         "Mounts": cfg.tmpfs.iter().map(|t| json!({

@@ -105,18 +105,18 @@ pub enum BadSecurity {
     SecurityOpt(String),
     #[error("--security-opt {0}: skiff guests have no SELinux or AppArmor; use label=disable or apparmor=unconfined, or leave it out")]
     NoLsm(String),
-    #[error("reading the seccomp profile {path}: {source}")]
+    #[error("reading the seccomp profile {path}")]
     ReadProfile {
         path: String,
         source: std::io::Error,
     },
-    #[error("the seccomp profile {path}: {}", skiff_util::error::chain(source))]
+    #[error("the seccomp profile {path}")]
     Profile {
         path: String,
         source: seccomp::SeccompError,
     },
-    #[error("the seccomp filter: {}", skiff_util::error::chain(.0))]
-    Compile(seccomp::SeccompError),
+    #[error("compiling the seccomp filter")]
+    Compile(#[source] seccomp::SeccompError),
     #[error("invalid --ulimit {spec:?}: {why}")]
     Ulimit { spec: String, why: String },
     #[error("invalid --sysctl {0:?}: use KEY=VALUE, e.g. net.core.somaxconn=1024")]
@@ -186,6 +186,20 @@ fn parse_ulimit(spec: &str) -> Result<Ulimit, BadSecurity> {
     })
 }
 
+/// A key that names a file under /proc/sys and nothing outside it:
+/// dot-separated words of letters, digits, '_' and '-'.
+fn valid_sysctl_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.split('.').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// docker's /dev/shm size, and skiff-init's when none is given.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 impl SecurityConfig {
     /// Checks and records the flags; `cwd` resolves a relative profile path.
     /// The seccomp program is compiled once here so that a bad profile fails
@@ -210,10 +224,7 @@ impl SecurityConfig {
                             source,
                         }
                     })?;
-                    seccomp::Profile::from_json(&json).map_err(|source| BadSecurity::Profile {
-                        path: full.display().to_string(),
-                        source,
-                    })?;
+                    // Parsed (and compiled) by guest() below.
                     seccomp_choice = SeccompChoice::Profile {
                         path: full.display().to_string(),
                         json,
@@ -230,16 +241,10 @@ impl SecurityConfig {
         let (capabilities, added) = if o.privileged {
             (CapSet::all(), CapSet::empty())
         } else {
-            let caps = capabilities::resolve(&o.cap_add, &o.cap_drop)?;
-            let mut added = CapSet::empty();
-            for name in &o.cap_add {
-                if name.eq_ignore_ascii_case("all") {
-                    added = caps;
-                    break;
-                }
-                added.insert(capabilities::parse_capability(name)?);
-            }
-            (caps, added)
+            // What --cap-add names alone: docker's rules with everything
+            // else dropped.
+            let added = capabilities::resolve(&o.cap_add, &["ALL".to_owned()])?;
+            (capabilities::resolve(&o.cap_add, &o.cap_drop)?, added)
         };
         let pids_limit = match o.pids_limit {
             Some(n) if n > 0 => u32::try_from(n).map_err(|_| BadSecurity::PidsLimit(n))?,
@@ -254,7 +259,7 @@ impl SecurityConfig {
             .sysctls
             .iter()
             .map(|s| match s.split_once('=') {
-                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                Some((k, v)) if valid_sysctl_key(k) => Ok((k.to_owned(), v.to_owned())),
                 _ => Err(BadSecurity::Sysctl(s.clone())),
             })
             .collect::<Result<_, _>>()?;
@@ -309,7 +314,7 @@ impl SecurityConfig {
         Ok(GuestSecurity {
             privileged: self.privileged,
             capabilities: self.capabilities.bits(),
-            user_capabilities: (self.added.bits() & self.capabilities.bits()),
+            user_capabilities: self.added.bits() & self.capabilities.bits(),
             no_new_privileges: self.no_new_privileges,
             seccomp_filter,
             pids_limit: self.pids_limit,
@@ -402,13 +407,21 @@ mod tests {
                 "invalid --sysctl",
             ),
             (
+                Box::new(|o: &mut SecurityOptions| o.sysctls = vec!["kernel/../x=3".into()]),
+                "invalid --sysctl",
+            ),
+            (
+                Box::new(|o: &mut SecurityOptions| o.sysctls = vec!["net..x=3".into()]),
+                "invalid --sysctl",
+            ),
+            (
                 Box::new(|o: &mut SecurityOptions| {
                     o.security_opts = vec!["seccomp=/nonexistent.json".into()]
                 }),
                 "/nonexistent.json",
             ),
         ] {
-            let e = opts(|o| f(o)).unwrap_err().to_string();
+            let e = skiff_util::error::chain(&opts(|o| f(o)).unwrap_err());
             assert!(e.contains(want) && !e.contains('\n'), "{e}");
         }
     }
@@ -424,8 +437,11 @@ mod tests {
             },
             dir.path(),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("p.json") && !e.contains('\n'), "{e}");
+        .unwrap_err();
+        let e = skiff_util::error::chain(&e);
+        assert!(
+            e.contains("p.json") && e.contains("line 1") && !e.contains('\n'),
+            "{e}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! container's life (the monitor) and what runs it (a QEMU micro-VM today; the
 //! namespace backend and in-memory test sandboxes behind the same trait).
 
+use skiff_proto::DISK_BY_SERIAL;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -30,7 +31,7 @@ pub enum LaunchError {
     Share(#[from] crate::share::ShareError),
     #[error("{0}")]
     Volume(#[from] crate::volume::VolumeError),
-    #[error("the container's security settings: {0}")]
+    #[error("the container's security settings")]
     Security(#[from] crate::container::security_config::BadSecurity),
 }
 
@@ -78,6 +79,13 @@ impl Launcher for VmLauncher {
     fn launch<'a>(&'a self, config: &'a ContainerConfig, dir: &'a Path) -> LaunchFuture<'a> {
         Box::pin(async move {
             let base = self.base()?;
+            // Each volume is held for this container while its VM lives;
+            // first, so that a volume in use fails before anything is made.
+            let claims = config
+                .volumes
+                .iter()
+                .map(|v| crate::volume::claim(&self.paths, &v.name, &config.id))
+                .collect::<Result<Vec<_>, _>>()?;
             let attached =
                 crate::network::attach(&self.paths, dir, &config.id, &config.name, &config.network)
                     .await?;
@@ -112,17 +120,13 @@ impl Launcher for VmLauncher {
                 nics,
                 share_fds,
             )?;
-            // Each volume is held for this container while its VM lives.
-            let mut claims = Vec::new();
-            for (i, v) in config.volumes.iter().enumerate() {
-                let claim = crate::volume::claim(&self.paths, &v.name, &config.id)?;
+            for ((i, v), claim) in config.volumes.iter().enumerate().zip(&claims) {
                 vm_config.disks.push(skiff_sandbox::qemu::Disk {
                     path: claim.volume.disk(),
                     format: skiff_sandbox::qemu::DiskFormat::Raw,
                     readonly: v.readonly,
                     serial: Some(volume_serial(i)),
                 });
-                claims.push(claim);
             }
             let mut mounts: Vec<GuestMount> = config
                 .tmpfs
@@ -150,7 +154,7 @@ impl Launcher for VmLauncher {
             }
             for (i, v) in config.volumes.iter().enumerate() {
                 mounts.push(GuestMount {
-                    source: format!("/dev/disk/by-id/virtio-{}", volume_serial(i)),
+                    source: format!("{DISK_BY_SERIAL}{}", volume_serial(i)),
                     target: v.target.clone(),
                     fstype: "ext4".into(),
                     // A read-only disk cannot replay a journal: none is read.
@@ -195,7 +199,7 @@ impl Launcher for VmLauncher {
                 .setup_root(&RootSetup {
                     // Found by serial: with volumes attached, vdX names
                     // follow the kernel's probe order, not ours.
-                    device: format!("/dev/disk/by-id/virtio-{ROOT_SERIAL}"),
+                    device: format!("{DISK_BY_SERIAL}{}", crate::vmbase::ROOT_SERIAL),
                     fstype: "ext4".into(),
                     readonly: config.readonly_root,
                     hostname: config.hostname.clone(),
@@ -227,9 +231,6 @@ struct Networked {
     /// The volumes it mounts, held until the VM is gone.
     _volumes: Vec<crate::volume::Claim>,
 }
-
-/// The virtio-blk serial of the container's root disk (vmbase gives it).
-const ROOT_SERIAL: &str = crate::vmbase::ROOT_SERIAL;
 
 /// The virtio-blk serial of the container's `i`th volume.
 fn volume_serial(i: usize) -> String {

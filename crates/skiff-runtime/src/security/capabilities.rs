@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::de::{Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
+use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 /// Every capability the kernel defines, by number (index n is capability n),
@@ -87,20 +87,24 @@ pub enum CapabilityError {
 
 /// The number of a capability named `NET_ADMIN`, `CAP_NET_ADMIN` or `cap_net_admin`.
 pub fn parse_capability(name: &str) -> Result<u32, CapabilityError> {
-    let upper = name.to_ascii_uppercase();
-    if upper == "ALL" {
+    if is_all(name) {
         return Err(CapabilityError::All);
     }
+    let upper = name.to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper
     } else {
         format!("CAP_{upper}")
     };
+    number(&full).ok_or_else(|| CapabilityError::Unknown(name.to_owned()))
+}
+
+/// The number of the capability the kernel names `full` (`CAP_CHOWN`).
+fn number(full: &str) -> Option<u32> {
     CAPABILITIES
         .iter()
         .position(|&c| c == full)
         .map(|n| n as u32)
-        .ok_or_else(|| CapabilityError::Unknown(name.to_owned()))
 }
 
 /// The kernel's name of capability `cap` (`CAP_CHOWN` for 0), if it has one.
@@ -153,10 +157,8 @@ impl CapSet {
     /// SYS_CHROOT, KILL, AUDIT_WRITE.
     pub fn docker_default() -> Self {
         let mut set = CapSet::empty();
-        for name in DOCKER_DEFAULT {
-            if let Some(n) = CAPABILITIES.iter().position(|&c| c == name) {
-                set.insert(n as u32);
-            }
+        for n in DOCKER_DEFAULT.iter().filter_map(|name| number(name)) {
+            set.insert(n);
         }
         set
     }
@@ -231,12 +233,7 @@ impl fmt::Debug for CapSet {
 
 impl Serialize for CapSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let names = self.names();
-        let mut seq = serializer.serialize_seq(Some(names.len()))?;
-        for name in names {
-            seq.serialize_element(name)?;
-        }
-        seq.end()
+        serializer.collect_seq(self.names())
     }
 }
 
@@ -296,7 +293,6 @@ mod tests {
             err.to_string(),
             r#"unknown capability "CAP_FOO" (see capabilities(7); e.g. NET_ADMIN or ALL)"#
         );
-        assert!(!err.to_string().contains('\n'));
         assert_eq!(parse_capability("all"), Err(CapabilityError::All));
         assert!(parse_capability("").is_err());
         assert!(parse_capability("CAP_").is_err());

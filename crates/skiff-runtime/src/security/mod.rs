@@ -7,5 +7,3 @@
 pub mod capabilities;
 /// Docker-format seccomp profiles and their classic BPF programs.
 pub mod seccomp;
-
-pub use capabilities::{CapSet, CapabilityError};

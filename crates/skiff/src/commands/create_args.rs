@@ -1,6 +1,5 @@
 //! The flags `run` and `create` share, and making a container from them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -226,11 +225,7 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
         env.extend(read_env_file(f)?);
     }
     env.extend(a.env.iter().cloned());
-    let mut labels = BTreeMap::new();
-    for l in &a.labels {
-        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-        labels.insert(k.to_owned(), v.to_owned());
-    }
+    let labels = super::labels(&a.labels);
     let opts = CreateOptions {
         name: a.name.clone(),
         image: a.image.clone(),

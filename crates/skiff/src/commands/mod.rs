@@ -22,6 +22,17 @@ use skiff_oci::client::RegistryClient;
 use skiff_oci::registries::RegistriesConf;
 use skiff_oci::Store;
 
+/// `--label KEY=VALUE` flags as a map (`KEY` alone: an empty value, as docker).
+pub fn labels(flags: &[String]) -> std::collections::BTreeMap<String, String> {
+    flags
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
 pub struct Context {
     root: PathBuf,
 }

@@ -1,7 +1,5 @@
 //! `skiff network`: create, list, inspect and remove networks.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -83,11 +81,7 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> anyhow::Result<()> {
     let networks = Networks::new(&paths);
     match cmd {
         NetworkCommand::Create(a) => {
-            let mut labels = BTreeMap::new();
-            for l in &a.labels {
-                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                labels.insert(k.to_owned(), v.to_owned());
-            }
+            let labels = super::labels(&a.labels);
             let n = networks
                 .create(&CreateNetwork {
                     name: a.name.clone(),

@@ -1,7 +1,5 @@
 //! `skiff volume`: create, list, inspect and remove named volumes.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -106,11 +104,7 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> anyhow::Result<()> {
                     _ => anyhow::bail!("invalid volume option {o:?}: only size=SIZE is known"),
                 }
             }
-            let mut labels = BTreeMap::new();
-            for l in &a.labels {
-                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                labels.insert(k.to_owned(), v.to_owned());
-            }
+            let labels = super::labels(&a.labels);
             let name = a
                 .name
                 .clone()

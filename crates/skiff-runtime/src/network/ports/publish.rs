@@ -432,17 +432,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-
-    fn m(host_ip: IpAddr, host_port: u16, container_port: u16, protocol: Protocol) -> PortMapping {
-        PortMapping {
-            host_ip,
-            host_port,
-            container_port,
-            protocol,
-        }
-    }
+    use super::super::spec::tests::{m, ANY, LOCAL};
 
     /// A port that was free a moment ago.
     fn free_port() -> u16 {

@@ -285,14 +285,20 @@ fn parse_range(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv6Addr;
 
-    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    pub(crate) const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pub(crate) const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
-    fn m(host_ip: IpAddr, host_port: u16, container_port: u16, protocol: Protocol) -> PortMapping {
+    /// A mapping, for tests here and in publish.rs.
+    pub(crate) fn m(
+        host_ip: IpAddr,
+        host_port: u16,
+        container_port: u16,
+        protocol: Protocol,
+    ) -> PortMapping {
         PortMapping {
             host_ip,
             host_port,

@@ -12,6 +12,7 @@
 //! numbers apart (512–547) or lacks.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// An architecture skiff builds seccomp programs for: the host's, which is the guest's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,12 +35,9 @@ impl Arch {
         }
     }
 
-    /// libseccomp's name, as profiles write it.
+    /// libseccomp's name, as profiles write it: that of the native ABI.
     pub const fn scmp_name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "SCMP_ARCH_X86_64",
-            Arch::Aarch64 => "SCMP_ARCH_AARCH64",
-        }
+        self.abis()[0].1
     }
 
     /// Go's name (`GOARCH`), which `includes.arches` and `excludes.arches` use.
@@ -181,34 +179,40 @@ impl Abi {
         matches!(self, Abi::I386 | Abi::Arm)
     }
 
-    /// The ABI's syscall numbers by name.
-    pub(super) fn syscall_table(self) -> HashMap<&'static str, u32> {
+    /// The ABI's syscall numbers by name, built once per process.
+    pub(super) fn syscall_table(self) -> &'static HashMap<&'static str, u32> {
+        type Table = LazyLock<HashMap<&'static str, u32>>;
+        static X86_64: Table = LazyLock::new(|| table!(syscalls::x86_64::Sysno));
+        static I386: Table = LazyLock::new(|| table!(syscalls::x86::Sysno));
+        static X32: Table = LazyLock::new(|| {
+            let mut t = X86_64.clone();
+            t.retain(|name, _| !X32_OWN.contains(name) && !X32_LACKS.contains(name));
+            for nr in t.values_mut() {
+                *nr |= X32_SYSCALL_BIT;
+            }
+            for (i, name) in X32_OWN.iter().enumerate() {
+                t.insert(name, X32_SYSCALL_BIT | (512 + i as u32));
+            }
+            t
+        });
+        static AARCH64: Table = LazyLock::new(|| {
+            let mut t = table!(syscalls::aarch64::Sysno);
+            // 403-423 are asm-generic's 32-bit-only time64 calls.
+            t.retain(|name, nr| *name != "fstatat" && !(403..=423).contains(nr));
+            t.insert("newfstatat", 79);
+            t
+        });
+        static ARM: Table = LazyLock::new(|| {
+            let mut t = table!(syscalls::arm::Sysno);
+            t.extend(ARM_PRIVATE);
+            t
+        });
         match self {
-            Abi::X86_64 => table!(syscalls::x86_64::Sysno),
-            Abi::I386 => table!(syscalls::x86::Sysno),
-            Abi::X32 => {
-                let mut t = table!(syscalls::x86_64::Sysno);
-                t.retain(|name, _| !X32_OWN.contains(name) && !X32_LACKS.contains(name));
-                for nr in t.values_mut() {
-                    *nr |= X32_SYSCALL_BIT;
-                }
-                for (i, name) in X32_OWN.iter().enumerate() {
-                    t.insert(name, X32_SYSCALL_BIT | (512 + i as u32));
-                }
-                t
-            }
-            Abi::Aarch64 => {
-                let mut t = table!(syscalls::aarch64::Sysno);
-                // 403-423 are asm-generic's 32-bit-only time64 calls.
-                t.retain(|name, nr| *name != "fstatat" && !(403..=423).contains(nr));
-                t.insert("newfstatat", 79);
-                t
-            }
-            Abi::Arm => {
-                let mut t = table!(syscalls::arm::Sysno);
-                t.extend(ARM_PRIVATE);
-                t
-            }
+            Abi::X86_64 => &X86_64,
+            Abi::I386 => &I386,
+            Abi::X32 => &X32,
+            Abi::Aarch64 => &AARCH64,
+            Abi::Arm => &ARM,
         }
     }
 }
@@ -263,14 +267,12 @@ mod tests {
     }
 
     #[test]
-    fn host() {
-        let host = Arch::host();
+    fn names() {
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(host, Some(Arch::X86_64));
+        assert_eq!(Arch::host(), Some(Arch::X86_64));
         #[cfg(target_arch = "aarch64")]
-        assert_eq!(host, Some(Arch::Aarch64));
-        if let Some(arch) = host {
-            assert_eq!(arch.abis()[0].1, arch.scmp_name());
-        }
+        assert_eq!(Arch::host(), Some(Arch::Aarch64));
+        assert_eq!(Arch::X86_64.scmp_name(), "SCMP_ARCH_X86_64");
+        assert_eq!(Arch::Aarch64.scmp_name(), "SCMP_ARCH_AARCH64");
     }
 }

@@ -121,16 +121,6 @@ impl SeccompProgram {
         &self.instructions
     }
 
-    /// The number of instructions.
-    pub fn len(&self) -> usize {
-        self.instructions.len()
-    }
-
-    /// Whether there is no instruction (never, for a compiled program).
-    pub fn is_empty(&self) -> bool {
-        self.instructions.is_empty()
-    }
-
     /// The instructions as the kernel reads them: 8 bytes each (`code`, `jt`,
     /// `jf`, `k`), in this host's byte order.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -142,23 +132,6 @@ impl SeccompProgram {
             bytes.extend_from_slice(&i.k.to_ne_bytes());
         }
         bytes
-    }
-
-    /// The program whose bytes [`to_bytes`](Self::to_bytes) gave.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SeccompError> {
-        let chunks = bytes.chunks_exact(8);
-        if chunks.len() == 0 || chunks.len() > BPF_MAXINSNS || !chunks.remainder().is_empty() {
-            return Err(SeccompError::ProgramBytes { len: bytes.len() });
-        }
-        let instructions = chunks
-            .map(|c| SockFilter {
-                code: u16::from_ne_bytes([c[0], c[1]]),
-                jt: c[2],
-                jf: c[3],
-                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
-        Ok(SeccompProgram { instructions })
     }
 }
 
@@ -206,10 +179,7 @@ pub fn compile_for(
         } else {
             vec![(0, default)]
         };
-        let narrow = abi.narrow_args();
-        let intervals = intervals(&by_nr, &gaps, |nr, rules| {
-            rules_code(rules, gap_value(&gaps, nr), narrow)
-        })?;
+        let intervals = intervals(&by_nr, &gaps, abi.narrow_args());
         let mut code = vec![SockFilter::stmt(LD_W_ABS, DATA_NR)];
         code.extend(search_tree(&intervals));
         sections.push((abi.audit_arch(), code));
@@ -376,12 +346,13 @@ enum Leaf {
 }
 
 /// The ranges covering every number, listed numbers one each (or merged
-/// with equal neighbours), the gaps between them split at `gaps`' starts.
+/// with equal neighbours), the gaps between them split at `gaps`' starts;
+/// `narrow`: the ABI's arguments are 32 bits.
 fn intervals(
     by_nr: &BTreeMap<u32, NumberRules>,
     gaps: &[(u32, u32)],
-    mut code_of: impl FnMut(u32, &NumberRules) -> Result<Vec<SockFilter>, SeccompError>,
-) -> Result<Vec<(u32, Leaf)>, SeccompError> {
+    narrow: bool,
+) -> Vec<(u32, Leaf)> {
     let mut out: Vec<(u32, Leaf)> = Vec::new();
     fn push(out: &mut Vec<(u32, Leaf)>, start: u32, leaf: Leaf) {
         if let (Some((_, Leaf::Ret(last))), Leaf::Ret(v)) = (out.last(), &leaf) {
@@ -410,13 +381,13 @@ fn intervals(
         gap(&mut out, next, u64::from(nr));
         let leaf = match rules.unconditional {
             Some(v) => Leaf::Ret(v),
-            None => Leaf::Code(code_of(nr, rules)?),
+            None => Leaf::Code(rules_code(rules, gap_value(gaps, nr), narrow)),
         };
         push(&mut out, nr, leaf);
         next = u64::from(nr) + 1;
     }
     gap(&mut out, next, 1 << 32);
-    Ok(out)
+    out
 }
 
 /// A binary search over the ranges, the syscall number in the accumulator.
@@ -543,11 +514,12 @@ fn masked_condition(arg: &Arg, narrow: bool) -> Vec<Step> {
 
 /// The code for one syscall number with conditional rules: each rule's
 /// conditions, then its return; after the last, `fallback`.
-fn rules_code(
-    rules: &NumberRules,
-    fallback: u32,
-    narrow: bool,
-) -> Result<Vec<SockFilter>, SeccompError> {
+///
+/// Jumps stay within one rule's code, which is short: a rule has at most
+/// six conditions (one per argument, `validate` sees to indexes 0 to 5;
+/// repeated indexes make rules of one condition each), each of at most six
+/// instructions, so every offset fits a jump's 8 bits.
+fn rules_code(rules: &NumberRules, fallback: u32, narrow: bool) -> Vec<SockFilter> {
     let mut out = Vec::new();
     for (args, ret) in &rules.conditional {
         let conditions: Vec<Vec<Step>> = args.iter().map(|a| condition(a, narrow)).collect();
@@ -556,19 +528,20 @@ fn rules_code(
         for steps in &conditions {
             let pass = at + steps.len();
             for step in steps {
-                let offset = |to: To| -> Result<u8, SeccompError> {
+                let offset = |to: To| -> u8 {
                     let target = match to {
                         To::Next => at + 1,
                         To::Pass => pass,
                         To::Fail => len,
                     };
-                    u8::try_from(target - at - 1).map_err(|_| SeccompError::TooLong { len })
+                    debug_assert!(target - at - 1 <= usize::from(u8::MAX), "{len}");
+                    (target - at - 1) as u8
                 };
                 out.push(match *step {
                     Step::Load(off) => SockFilter::stmt(LD_W_ABS, off),
                     Step::And(mask) => SockFilter::stmt(ALU_AND_K, mask),
-                    Step::Jump(code, k, t, f) => SockFilter::jump(code, k, offset(t)?, offset(f)?),
-                    Step::Goto(to) => SockFilter::stmt(JMP_JA, u32::from(offset(to)?)),
+                    Step::Jump(code, k, t, f) => SockFilter::jump(code, k, offset(t), offset(f)),
+                    Step::Goto(to) => SockFilter::stmt(JMP_JA, u32::from(offset(to))),
                 });
                 at += 1;
             }
@@ -576,5 +549,5 @@ fn rules_code(
         out.push(SockFilter::ret(*ret));
     }
     out.push(SockFilter::ret(fallback));
-    Ok(out)
+    out
 }

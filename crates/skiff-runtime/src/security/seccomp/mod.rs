@@ -14,13 +14,13 @@ mod profile;
 #[cfg(test)]
 mod tests;
 
-pub use arch::Arch;
-pub use compile::{compile, compile_for, SeccompProgram, SockFilter, Target, BPF_MAXINSNS};
+pub use compile::{compile, SeccompProgram};
 pub use profile::{Action, ArchMap, Arg, Filter, KernelVersion, Op, Profile, Syscall};
 
 use crate::security::capabilities::CapabilityError;
+use compile::BPF_MAXINSNS;
 
-/// A profile that cannot be read or compiled, or program bytes that are no program.
+/// A profile that cannot be read or compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     /// The JSON is malformed or not of the profile's shape (serde says where).
@@ -67,12 +67,6 @@ pub enum SeccompError {
     #[error("the seccomp program has {len} instructions; the kernel takes at most {BPF_MAXINSNS}")]
     TooLong {
         /// The program's length.
-        len: usize,
-    },
-    /// Bytes that are not whole instructions, or too many or none.
-    #[error("{len} bytes are no seccomp program (8 bytes an instruction, 1 to {BPF_MAXINSNS} instructions)")]
-    ProgramBytes {
-        /// The number of bytes.
         len: usize,
     },
     /// A host whose architecture skiff builds no programs for.

@@ -51,6 +51,8 @@ struct Inner {
     setup_done: AtomicBool,
     /// The container's namespaces and confinement, from SetupContainer.
     container: Mutex<Option<Arc<Container>>>,
+    /// A build step's overlay layers, from SetupContainer.
+    changes: Mutex<Option<Arc<crate::guest::container_root::ChangesDirs>>>,
     shutting_down: AtomicBool,
 }
 
@@ -104,6 +106,7 @@ impl AgentService {
                 main: Mutex::new(None),
                 setup_done: AtomicBool::new(false),
                 container: Mutex::new(None),
+                changes: Mutex::new(None),
                 shutting_down: AtomicBool::new(false),
             }),
         })
@@ -218,9 +221,10 @@ impl Agent for AgentService {
             ));
         }
         let setup = request.into_inner();
-        crate::guest::container_root::setup(&setup)
+        let changes = crate::guest::container_root::setup(&setup)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        *lock(&self.inner.changes) = changes.map(Arc::new);
         if let Some(security) = &setup.security {
             let container = Container::new(security).map_err(|e| match e {
                 NamespaceError::Confinement(_) => Status::invalid_argument(e.to_string()),
@@ -402,6 +406,15 @@ impl Agent for AgentService {
     async fn write_archive(&self, request: Request<Streaming<ArchiveChunk>>) -> RpcResult<Empty> {
         crate::archive::unpack::unpack(request.into_inner()).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    type ReadChangesStream = crate::archive::pack::ArchiveStream;
+
+    async fn read_changes(&self, _request: Request<Empty>) -> RpcResult<Self::ReadChangesStream> {
+        let dirs = lock(&self.inner.changes).clone().ok_or_else(|| {
+            Status::failed_precondition("the container was not set up to record its changes")
+        })?;
+        Ok(Response::new(crate::archive::changes::start(dirs)))
     }
 }
 

@@ -61,6 +61,9 @@ pub struct RootSetup {
     /// Mounts in the container, made before the root goes read-only.
     pub mounts: Vec<GuestMount>,
     pub security: GuestSecurity,
+    /// A build step: the device whose overlay upper directory records what
+    /// the container changes (see [`Agent::read_changes`]).
+    pub changes_device: Option<String>,
 }
 
 /// How skiff-init confines every process of the container.
@@ -286,6 +289,7 @@ impl Agent {
                     })
                     .collect(),
                 security: Some(security(&s.security)),
+                changes_device: s.changes_device.clone().unwrap_or_default(),
             })
             .await
             .map_err(AgentError::from_status(
@@ -534,6 +538,18 @@ impl Agent {
             })
             .await
             .map_err(AgentError::from_status("reading from the container"))?
+            .into_inner();
+        Ok(ArchiveReader { inner })
+    }
+
+    /// What a build step's container changed, as an OCI layer tar.
+    pub async fn read_changes(&self) -> Result<ArchiveReader> {
+        let inner = self
+            .client
+            .clone()
+            .read_changes(v1::Empty {})
+            .await
+            .map_err(AgentError::from_status("reading the container's changes"))?
             .into_inner();
         Ok(ArchiveReader { inner })
     }

@@ -119,3 +119,23 @@ pub fn write_image(
     f.commit().map_err(io("renaming into place", out))?;
     Ok(stats)
 }
+
+/// An empty ext4 of `size` bytes (sparse: only the metadata is written),
+/// with inodes for as much data as it holds: a volume, a build step's
+/// changes.
+pub fn write_empty(path: &Path, size: u64, label: &str) -> Result<(), RootfsError> {
+    let mut file = File::create(path).map_err(io("creating", path))?;
+    let opts = Options {
+        size: Some(size),
+        headroom: Some(size),
+        label: label.chars().take(16).collect(),
+        ..Default::default()
+    };
+    writer::build(std::iter::empty::<std::io::Empty>(), &mut file, &opts, &mut |_| {}).map_err(
+        |source| RootfsError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
+    file.sync_all().map_err(io("writing", path))
+}

@@ -68,6 +68,7 @@ impl VmBase {
         debug: bool,
         nics: Vec<skiff_sandbox::qemu::Nic>,
         shares: Vec<skiff_sandbox::qemu::Share>,
+        overlay: bool,
     ) -> Result<VmConfig, VmBaseError> {
         let boot_timeout = std::env::var("SKIFF_BOOT_TIMEOUT")
             .ok()
@@ -83,6 +84,9 @@ impl VmBase {
         }
         if !shares.is_empty() {
             modules.push("virtiofs");
+        }
+        if overlay {
+            modules.push("overlay");
         }
         let initramfs = if modules.len() == skiff_sandbox::initramfs::BOOT_MODULES.len() {
             self.initramfs.clone()

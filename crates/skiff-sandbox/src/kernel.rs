@@ -316,11 +316,15 @@ pub fn check_vmlinux(vmlinux: &[u8], path: &Path) -> Result<()> {
         path: path.into(),
         why,
     };
-    let parsed = elf::Elf::parse(vmlinux).map_err(|e| not(e.to_string()))?;
-    if parsed.machine != elf::EM_X86_64 {
-        return Err(not(format!("machine {}", parsed.machine)));
+    let header = skiff_elf::header(vmlinux).map_err(|e| not(e.to_string()))?;
+    if header.class != skiff_elf::Class::Elf64 || header.endianness != skiff_elf::Endianness::Little
+    {
+        return Err(not("not a 64-bit little-endian ELF file".into()));
     }
-    if !parsed.has_pvh_note().map_err(|e| not(e.to_string()))? {
+    if header.machine != elf::EM_X86_64 {
+        return Err(not(format!("machine {}", header.machine)));
+    }
+    if !elf::has_pvh_note(vmlinux).map_err(|e| not(e.to_string()))? {
         return Err(KernelError::NoPvh(path.into()));
     }
     Ok(())

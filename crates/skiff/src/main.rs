@@ -30,7 +30,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage images: pull, push, list, inspect, tag, remove, save, load.
+    /// Build an image from a Containerfile (Dockerfile).
+    ///
+    /// Multi-stage builds, build args, heredocs and the layer cache as with
+    /// docker build; RUN steps run in micro-VMs. The image lands in the store,
+    /// ready to run, push or save.
+    Build(commands::build::BuildArgs),
+    /// Manage images: pull, push, list, inspect, tag, remove, save, load, check.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
     /// Pull an image (same as `skiff image pull`).
@@ -133,6 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         // Exit codes of its own: the container's, or 125/126/127.
         Command::Run(a) => return Ok(commands::run::run(&ctx, a, cli.debug)),
+        Command::Image(commands::image::ImageCommand::Check(a)) => return commands::check::run(&ctx, a),
+        Command::Build(a) => commands::build::build(&ctx, a, cli.debug),
         Command::Container(c) => return container(&ctx, c, cli.debug),
         Command::Create(a) => return container(&ctx, ContainerCommand::Create(a), cli.debug),
         Command::Start(a) => return container(&ctx, ContainerCommand::Start(a), cli.debug),

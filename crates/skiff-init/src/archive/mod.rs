@@ -3,6 +3,7 @@
 //! the file system work and exchanges bounded chunks with the gRPC stream,
 //! so a slow peer slows the thread and nothing piles up in memory.
 
+pub mod changes;
 pub mod pack;
 pub mod unpack;
 

@@ -25,7 +25,7 @@ use super::CHUNK;
 use crate::container_path::{self, Target};
 
 /// Chunks in flight towards the gRPC stream.
-const QUEUE: usize = 4;
+pub(super) const QUEUE: usize = 4;
 
 pub type ArchiveStream = ReceiverStream<Result<ArchiveChunk, Status>>;
 
@@ -165,7 +165,7 @@ fn is_pseudo_fs(path: &Path) -> bool {
     rustix::fs::statfs(path).is_ok_and(|s| PSEUDO.contains(&(s.f_type as u64)))
 }
 
-fn header(meta: &Metadata, kind: EntryType, size: u64) -> Header {
+pub(super) fn header(meta: &Metadata, kind: EntryType, size: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(meta.mode() & 0o7777);
@@ -250,25 +250,25 @@ fn append(
     })
 }
 
-fn fs_error(path: &Path, e: &io::Error) -> Status {
+pub(super) fn fs_error(path: &Path, e: &io::Error) -> Status {
     Status::internal(format!("archiving {}: {e}", path.display()))
 }
 
-fn write_error(e: &io::Error) -> Status {
+pub(super) fn write_error(e: &io::Error) -> Status {
     Status::internal(format!("writing the archive: {e}"))
 }
 
 /// Exactly `size` bytes of a file: a file that grows while it is read is
 /// cut at the size in its header, one that shrinks is padded with zeros,
 /// so the archive stays well-formed either way (GNU tar does the same).
-struct ExactSize {
+pub(super) struct ExactSize {
     file: File,
     left: u64,
     at_eof: bool,
 }
 
 impl ExactSize {
-    fn new(file: File, size: u64) -> Self {
+    pub(super) fn new(file: File, size: u64) -> Self {
         Self {
             file,
             left: size,
@@ -302,15 +302,15 @@ impl Read for ExactSize {
 /// The archive's bytes as ArchiveChunks of [`CHUNK`] bytes (the last one
 /// shorter) into the response channel. Sending blocks while the channel is
 /// full: that is the back-pressure.
-struct ChunkSink {
+pub(super) struct ChunkSink {
     tx: mpsc::Sender<Result<ArchiveChunk, Status>>,
     buf: Vec<u8>,
     /// The receiving end is gone: the host cancelled or disconnected.
-    host_gone: bool,
+    pub(super) host_gone: bool,
 }
 
 impl ChunkSink {
-    fn new(tx: mpsc::Sender<Result<ArchiveChunk, Status>>) -> Self {
+    pub(super) fn new(tx: mpsc::Sender<Result<ArchiveChunk, Status>>) -> Self {
         Self {
             tx,
             buf: Vec::with_capacity(CHUNK),
@@ -318,7 +318,7 @@ impl ChunkSink {
         }
     }
 
-    fn send(&mut self) -> io::Result<()> {
+    pub(super) fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }

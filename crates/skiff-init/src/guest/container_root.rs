@@ -39,39 +39,60 @@ fn std_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SetupError {
     move |source| SetupError::Io { what, source }
 }
 
-pub async fn setup(req: &ContainerSetup) -> Result<(), SetupError> {
-    let device = req.rootfs_device.as_str();
+/// Where a build step's changes are, kept open across the switch of root
+/// (after it, the overlay's layers are no longer reachable by path).
+pub struct ChangesDirs {
+    /// The overlay's upper directory: what the step wrote.
+    pub upper: std::os::fd::OwnedFd,
+}
+
+const LOWER: &str = "/mnt/lower";
+const CHANGES: &str = "/mnt/changes";
+
+/// Waits for a disk by its by-serial path; returns its device path.
+async fn find_device(path: &str) -> Result<String, SetupError> {
+    let wanted = path.to_owned();
+    let found = tokio::task::spawn_blocking(move || crate::mounts::wait_for_device(&wanted))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| SetupError::NoDevice(path.to_owned()))?;
+    Ok(found.to_string_lossy().into_owned())
+}
+
+pub async fn setup(req: &ContainerSetup) -> Result<Option<ChangesDirs>, SetupError> {
     let fstype = if req.rootfs_fstype.is_empty() {
         "ext4"
     } else {
         req.rootfs_fstype.as_str()
     };
-    let device_path = device.to_owned();
-    let found = tokio::task::spawn_blocking(move || crate::mounts::wait_for_device(&device_path))
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| SetupError::NoDevice(device.to_owned()))?;
-    let device = found.to_string_lossy().into_owned();
+    let device = find_device(&req.rootfs_device).await?;
     let device = device.as_str();
     std::fs::create_dir_all(NEW_ROOT).map_err(std_err(format!("creating {NEW_ROOT}")))?;
-    // Mounted writable first even for a read-only container, so missing
-    // mount points and the /etc files can be created; made read-only at the
-    // end. A device that cannot be written is mounted read-only at once.
-    let writable = match rustix::mount::mount(device, NEW_ROOT, fstype, MountFlags::empty(), None) {
-        Ok(()) => true,
-        Err(Errno::ROFS | Errno::ACCESS) => {
-            rustix::mount::mount(device, NEW_ROOT, fstype, MountFlags::RDONLY, None).map_err(
-                io_err(format!(
-                    "mounting {device} ({fstype}) read-only on {NEW_ROOT}"
-                )),
-            )?;
-            false
-        }
-        Err(e) => {
-            return Err(io_err(format!(
-                "mounting {device} ({fstype}) on {NEW_ROOT}"
-            ))(e))
+    let mut changes = None;
+    let writable = if !req.changes_device.is_empty() {
+        let upper_device = find_device(&req.changes_device).await?;
+        changes = Some(mount_overlay(device, fstype, &upper_device)?);
+        true
+    } else {
+        // Mounted writable first even for a read-only container, so missing
+        // mount points and the /etc files can be created; made read-only at
+        // the end. A device that cannot be written is mounted read-only at once.
+        match rustix::mount::mount(device, NEW_ROOT, fstype, MountFlags::empty(), None) {
+            Ok(()) => true,
+            Err(Errno::ROFS | Errno::ACCESS) => {
+                rustix::mount::mount(device, NEW_ROOT, fstype, MountFlags::RDONLY, None).map_err(
+                    io_err(format!(
+                        "mounting {device} ({fstype}) read-only on {NEW_ROOT}"
+                    )),
+                )?;
+                false
+            }
+            Err(e) => {
+                return Err(io_err(format!(
+                    "mounting {device} ({fstype}) on {NEW_ROOT}"
+                ))(e))
+            }
         }
     };
     switch_root()?;
@@ -92,7 +113,42 @@ pub async fn setup(req: &ContainerSetup) -> Result<(), SetupError> {
         rustix::mount::mount_remount("/", MountFlags::RDONLY, c"")
             .map_err(io_err("making / read-only"))?;
     }
-    Ok(())
+    Ok(changes)
+}
+
+/// A build step's root: the image read-only below, an empty upper
+/// directory on `upper_device` above. Plain overlayfs semantics (no
+/// redirects, no metacopy, no index), so the upper directory holds whole
+/// files, whiteouts and opaque markers only: it translates to a layer as is.
+fn mount_overlay(device: &str, fstype: &str, upper_device: &str) -> Result<ChangesDirs, SetupError> {
+    for dir in [LOWER, CHANGES] {
+        std::fs::create_dir_all(dir).map_err(std_err(format!("creating {dir}")))?;
+    }
+    rustix::mount::mount(device, LOWER, fstype, MountFlags::RDONLY, None)
+        .map_err(io_err(format!("mounting {device} read-only on {LOWER}")))?;
+    rustix::mount::mount(upper_device, CHANGES, "ext4", MountFlags::empty(), None)
+        .map_err(io_err(format!("mounting {upper_device} on {CHANGES}")))?;
+    for dir in ["upper", "work"] {
+        let d = format!("{CHANGES}/{dir}");
+        std::fs::create_dir_all(&d).map_err(std_err(format!("creating {d}")))?;
+    }
+    let options = std::ffi::CString::new(format!(
+        "lowerdir={LOWER},upperdir={CHANGES}/upper,workdir={CHANGES}/work,redirect_dir=off,index=off,metacopy=off"
+    ))
+    .map_err(|e| std_err("overlay options")(io::Error::other(e)))?;
+    rustix::mount::mount("overlay", NEW_ROOT, "overlay", MountFlags::empty(), Some(options.as_c_str()))
+        .map_err(io_err(format!("mounting the overlay on {NEW_ROOT}")))?;
+    let open = |path: &str| {
+        rustix::fs::open(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(io_err(format!("opening {path}")))
+    };
+    Ok(ChangesDirs {
+        upper: open(&format!("{CHANGES}/upper"))?,
+    })
 }
 
 /// switch_root(8): empty the initramfs (so the container never sees

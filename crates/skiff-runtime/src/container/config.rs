@@ -162,6 +162,10 @@ pub struct ContainerConfig {
     /// Capabilities, seccomp, limits.
     #[serde(default)]
     pub security: super::security_config::SecurityConfig,
+    /// A build step: the root is an overlay over the image, and when the
+    /// process exits 0 what it changed is written here as a layer tar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_to: Option<std::path::PathBuf>,
 }
 
 /// A host directory in the container.

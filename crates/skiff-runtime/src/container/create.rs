@@ -45,6 +45,9 @@ pub struct CreateOptions {
     pub volumes: Vec<String>,
     /// `--privileged`, `--cap-*`, `--security-opt`, limits, as given.
     pub security: super::security_config::SecurityOptions,
+    /// A build step: where the container's changes go (see
+    /// [`ContainerConfig::changes_to`]).
+    pub changes_to: Option<std::path::PathBuf>,
 }
 
 /// `--network`, `-p`, `-P`, `--dns*`, `--add-host`, as given.
@@ -314,6 +317,7 @@ pub fn create(
         binds,
         volumes,
         security,
+        changes_to: o.changes_to.clone(),
     };
 
     let _names = containers.names_lock()?;

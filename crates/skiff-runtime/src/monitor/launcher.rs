@@ -33,7 +33,14 @@ pub enum LaunchError {
     Volume(#[from] crate::volume::VolumeError),
     #[error("the container's security settings")]
     Security(#[from] crate::container::security_config::BadSecurity),
+    #[error("making the disk for a build step's changes")]
+    ChangesDisk(#[source] crate::rootfs::RootfsError),
 }
+
+/// A build step's upper-directory disk, in the container's directory.
+const CHANGES_DISK: &str = "changes.ext4";
+/// Its virtio-blk serial.
+const CHANGES_SERIAL: &str = "skiff-changes";
 
 pub type LaunchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Box<dyn Sandbox>, LaunchError>> + 'a>>;
@@ -119,7 +126,24 @@ impl Launcher for VmLauncher {
                 self.debug,
                 nics,
                 share_fds,
+                config.changes_to.is_some(),
             )?;
+            // A build step's overlay upper directory: an empty ext4 as big
+            // as a volume (sparse, so it costs what the step writes).
+            let changes_device = if config.changes_to.is_some() {
+                let disk = dir.join(CHANGES_DISK);
+                crate::rootfs::write_empty(&disk, crate::volume::DEFAULT_SIZE, "changes")
+                    .map_err(LaunchError::ChangesDisk)?;
+                vm_config.disks.push(skiff_sandbox::qemu::Disk {
+                    path: disk,
+                    format: skiff_sandbox::qemu::DiskFormat::Raw,
+                    readonly: false,
+                    serial: Some(CHANGES_SERIAL.into()),
+                });
+                Some(format!("{DISK_BY_SERIAL}{CHANGES_SERIAL}"))
+            } else {
+                None
+            };
             for ((i, v), claim) in config.volumes.iter().enumerate().zip(&claims) {
                 vm_config.disks.push(skiff_sandbox::qemu::Disk {
                     path: claim.volume.disk(),
@@ -209,6 +233,7 @@ impl Launcher for VmLauncher {
                     dns_options: net.dns_options.clone(),
                     mounts,
                     security,
+                    changes_device,
                 })
                 .await?;
             Ok(Box::new(Networked {

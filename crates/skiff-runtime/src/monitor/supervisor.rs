@@ -212,6 +212,13 @@ pub(crate) async fn supervise(
         let again =
             !end.aborted && should_restart(shared.config.restart, end.exit.code, restarts, stopped);
         let t_exit = Instant::now();
+        if let (Some(to), false, 0) = (&shared.config.changes_to, end.aborted, end.exit.code) {
+            if let Err(e) = save_changes(&agent, to).await {
+                let message = format!("saving the step's changes: {}", skiff_util::error::chain(&e));
+                tracing::warn!("{message}");
+                shared.update(|s| s.error = Some(message));
+            }
+        }
         // A clean power-off flushes what the guest still caches: needed for
         // volumes always, and for the root disk unless it is thrown away.
         let disk_thrown_away = shared.config.auto_remove && shared.config.volumes.is_empty();
@@ -409,6 +416,34 @@ async fn signal(agent: &Agent, sig: i32) {
         Err(_) => tracing::warn!("signal {sig}: the guest did not answer"),
         Ok(Ok(())) => {}
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SaveError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("writing {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A build step's changes into `to`, atomically: a reader finds the whole
+/// tar or none.
+async fn save_changes(agent: &Agent, to: &std::path::Path) -> Result<(), SaveError> {
+    use std::io::Write;
+    let write_err = |source| SaveError::Write {
+        path: to.to_path_buf(),
+        source,
+    };
+    let mut reader = agent.read_changes().await?;
+    let mut out = skiff_util::atomic::AtomicFile::create(to, 0o600).map_err(write_err)?;
+    while let Some(chunk) = reader.next().await? {
+        out.file().write_all(&chunk).map_err(write_err)?;
+    }
+    out.commit().map_err(write_err)
 }
 
 /// Takes the sandbox down: at once when its disks are thrown away (or nobody

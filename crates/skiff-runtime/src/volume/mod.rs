@@ -42,7 +42,7 @@ pub enum VolumeError {
     Mkfs {
         name: String,
         #[source]
-        source: skiff_ext4::writer::Error,
+        source: crate::rootfs::RootfsError,
     },
     #[error("volume {name}: {what} is damaged: {why}")]
     Damaged {

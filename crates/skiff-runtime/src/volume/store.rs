@@ -166,25 +166,11 @@ fn ensure_locked(
     std::fs::create_dir(&tmp).map_err(io("creating", &tmp))?;
     let made = (|| {
         let disk = tmp.join(DISK);
-        let mut file = std::fs::File::create(&disk).map_err(io("creating", &disk))?;
-        let opts = skiff_ext4::writer::Options {
-            size: Some(size),
-            // A volume's inodes are for what will be written: one per 16 KiB.
-            headroom: Some(size),
-            label: name.chars().take(16).collect(),
-            ..Default::default()
-        };
-        skiff_ext4::writer::build(
-            std::iter::empty::<std::io::Empty>(),
-            &mut file,
-            &opts,
-            &mut |_| {},
-        )
-        .map_err(|source| VolumeError::Mkfs {
+        // A volume's inodes are for what will be written: one per 16 KiB.
+        crate::rootfs::write_empty(&disk, size, name).map_err(|source| VolumeError::Mkfs {
             name: name.to_owned(),
             source,
         })?;
-        file.sync_all().map_err(io("writing", &disk))?;
         let v = Volume {
             name: name.to_owned(),
             created: crate::time::now_rfc3339(),

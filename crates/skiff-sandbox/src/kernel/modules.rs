@@ -7,8 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::elf::Elf;
-
 /// What skiff-init loads, by module name. Their dependencies come along.
 pub const WANTED: &[&str] = &[
     "virtio_mmio",
@@ -76,19 +74,13 @@ pub fn read_depends(path: &Path) -> Result<Vec<String>, ModuleError> {
         path: path.into(),
         source,
     })?;
-    let elf = Elf::parse(&data).map_err(|source| ModuleError::Elf {
-        path: path.into(),
-        source,
-    })?;
-    let sections = elf.sections().map_err(|source| ModuleError::Elf {
-        path: path.into(),
-        source,
-    })?;
-    let modinfo = sections
-        .iter()
-        .find(|s| s.name == b".modinfo")
+    let modinfo = super::elf::modinfo(&data)
+        .map_err(|source| ModuleError::Elf {
+            path: path.into(),
+            source,
+        })?
         .ok_or_else(|| ModuleError::NoModinfo(path.into()))?;
-    Ok(depends_of(modinfo.data))
+    Ok(depends_of(modinfo))
 }
 
 /// Every `*.ko` below `root`, by normalized module name.

@@ -280,6 +280,7 @@ pub fn create(ctx: &Context, a: &CreateArgs, foreground: bool) -> anyhow::Result
             dns_options: a.dns_options.clone(),
             add_hosts: a.add_hosts.clone(),
         },
+        changes_to: None,
     };
     if let Some(p) = &a.cidfile {
         if p.exists() {

@@ -51,6 +51,9 @@ pub enum ImageCommand {
     /// Without -o, builds (once) and prints the store's cached base filesystem
     /// for the image, the one containers boot from.
     Mkfs(super::mkfs::ImageMkfsArgs),
+    /// Tell whether every binary of an image can start: architecture,
+    /// interpreter, libraries, libc family, glibc symbol versions.
+    Check(super::check::CheckArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +168,7 @@ pub fn run(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Load(a) => load(ctx, a),
         ImageCommand::Mkfs(a) => super::mkfs::image_mkfs(ctx, a),
+        ImageCommand::Check(a) => super::check::run(ctx, a).map(|_| ()),
     }
 }
 

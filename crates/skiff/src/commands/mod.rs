@@ -1,6 +1,8 @@
 //! Command implementations; each turns library errors into messages that say
 //! what was being done.
 
+pub mod build;
+pub mod check;
 pub mod container;
 pub mod create_args;
 pub mod image;

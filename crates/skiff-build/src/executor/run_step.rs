@@ -1,0 +1,165 @@
+//! RUN: the command in a skiff micro-VM on the stage's current image.
+//!
+//! The stage so far is written into the store as an (unnamed) image and run
+//! as an ordinary `--rm` container whose root is an overlayfs in the guest:
+//! the image read-only below, an empty disk above. When the command exits 0,
+//! the monitor streams the upper directory back as an OCI layer tar (see
+//! skiff-init's ReadChanges) into a file under the store's tmp/, which
+//! becomes the step's layer here. The build context is not visible: only
+//! what COPY put in the image is.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use skiff_oci::store::ImageRecord;
+use skiff_runtime::container::{
+    self, AttachOptions, Container, Containers, CreateOptions, NetworkOptions, SessionEvent,
+    StartOptions,
+};
+use skiff_runtime::image_config::Overrides;
+
+use super::{BuildError, Event, Host};
+use crate::layer::{LayerDigests, LayerWriter};
+
+/// What to run, decided by the executor.
+pub(super) struct RunSpec {
+    pub argv: Vec<String>,
+    /// Build args in scope, as `KEY=VALUE` (the image's Env comes with the image).
+    pub env: Vec<String>,
+    /// `file:line` and the instruction, for errors.
+    pub what: String,
+}
+
+/// Runs the step; returns its layer (stored).
+pub(super) fn run(
+    host: &mut Host<'_>,
+    image: &ImageRecord,
+    spec: &RunSpec,
+) -> Result<LayerDigests, BuildError> {
+    let store = host.store;
+    let tmp = store.tmp_dir();
+    std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io("creating", &tmp, e))?;
+    let changes = tmp.join(format!("build-{}.tar", skiff_util::id::random_hex::<8>()));
+    // The changes file is this process's: removed however the step ends.
+    let _cleanup = RemoveOnDrop(&changes);
+    let containers = Containers::new(host.paths);
+    let mut labels = BTreeMap::new();
+    labels.insert("skiff.build.step".to_owned(), spec.what.clone());
+    let o = CreateOptions {
+        image: format!("build step {}", spec.what),
+        overrides: Overrides {
+            entrypoint: Some(String::new()),
+            args: spec.argv.clone(),
+            env: spec.env.clone(),
+            workdir: None,
+            user: None,
+        },
+        cpus: host.options.cpus,
+        memory_mib: host.options.memory_mib,
+        labels,
+        auto_remove: true,
+        network: NetworkOptions {
+            network: host.options.network.clone(),
+            ..Default::default()
+        },
+        changes_to: Some(changes.clone()),
+        ..Default::default()
+    };
+    let c = container::create(&containers, store, image, &o, &mut |_, _| {})
+        .map_err(|e| BuildError::Run(format!("{}: {e}", spec.what)))?;
+    let code = run_container(host, &containers, &c, spec);
+    // The step's base filesystem served this container only.
+    let _ = std::fs::remove_file(skiff_runtime::rootfs::cached_path(store, image));
+    let code = code?;
+    if code != 0 {
+        return Err(BuildError::RunFailed {
+            what: spec.what.clone(),
+            code,
+        });
+    }
+    let file = std::fs::File::open(&changes).map_err(|_| {
+        BuildError::Run(format!(
+            "{}: the step's changes were not saved (skiff --debug build shows why)",
+            spec.what
+        ))
+    })?;
+    let mut blob = store.blob_writer().map_err(BuildError::Store)?;
+    let mut w = LayerWriter::new(&mut blob, host.options.compression, host.options.epoch)
+        .map_err(BuildError::Layer)?;
+    w.append_tar(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(BuildError::Layer)?;
+    let (_, digests) = w.finish().map_err(BuildError::Layer)?;
+    blob.commit(Some(&digests.digest), Some(digests.size))
+        .map_err(BuildError::Store)?;
+    Ok(digests)
+}
+
+/// Starts the container, streams its output as events, returns its exit
+/// code. An interrupt (Ctrl-C) kills it and fails the build.
+fn run_container(
+    host: &mut Host<'_>,
+    containers: &Containers,
+    c: &Container,
+    spec: &RunSpec,
+) -> Result<i32, BuildError> {
+    let fail = |e: container::ContainerError| BuildError::Run(format!("{}: {e}", spec.what));
+    let mut started = container::start(
+        containers,
+        c,
+        StartOptions { attach: true },
+        host.monitor,
+        &mut |_| {},
+    )
+    .map_err(fail)?;
+    let rt = host.runtime;
+    let events = &mut host.events;
+    let result = rt.block_on(async {
+        let mut session = container::attach(
+            c,
+            AttachOptions {
+                stdin: false,
+                owner: true,
+                tty_size: None,
+            },
+        )
+        .await?;
+        let input = session.input();
+        let mut interrupted = false;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                ev = session.next() => match ev? {
+                    Some(SessionEvent::Output(_, data)) => events(Event::Output(&data)),
+                    Some(SessionEvent::Exited { code, .. }) => {
+                        return Ok(if interrupted { None } else { Some(code) })
+                    }
+                    Some(SessionEvent::Started(_)) => {}
+                    None => return Ok(None),
+                },
+                _ = &mut ctrl_c, if !interrupted => {
+                    interrupted = true;
+                    let _ = input.abort().await;
+                }
+            }
+        }
+    });
+    // Only now: while the starter's pipe is open, the monitor waits for
+    // its owner's attach instead of giving the container up.
+    started.attached();
+    // The monitor removes the container (--rm) as it ends.
+    started.wait_monitor();
+    match result {
+        Ok(Some(code)) => Ok(code),
+        Ok(None) => Err(BuildError::Interrupted),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}

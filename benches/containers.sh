@@ -26,17 +26,8 @@ trap cleanup EXIT
 export SKIFF_ROOT=$work/store
 
 # One busybox image for all three, built offline.
-mkdir -p "$work/img/bin"
-cp /bin/busybox "$work/img/bin/"
-for a in sh true sleep; do ln -s busybox "$work/img/bin/$a"; done
-umoci init --layout "$work/oci" && umoci new --image "$work/oci:bb"
-umoci insert --image "$work/oci:bb" "$work/img/bin" /bin >/dev/null
-umoci config --image "$work/oci:bb" --os linux --architecture amd64 --config.cmd sh --config.env PATH=/bin
-start_registry "$work/registry"
+bench_busybox "$work"
 reg_pid=$REGISTRY_PID
-IMG=$REGISTRY/bench/busybox:latest
-skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://$IMG"
-skopeo copy -q "oci:$work/oci:bb" "docker-archive:$work/bb.tar:bench/busybox:latest"
 "$SKIFF" pull -q "$IMG" >/dev/null
 
 now() { date +%s.%N; }

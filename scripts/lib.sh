@@ -57,3 +57,21 @@ bench_prepare() {
   export SKIFF_KERNEL_DIR=$CACHE/kernel
   [ -e "$SKIFF_KERNEL_DIR/current" ] || SKIFF_ROOT=$CACHE "$SKIFF" system kernel install >/dev/null
 }
+
+# bench_busybox WORK: a busybox image (sh, true, sleep, cat, echo) built
+# offline with umoci, pushed to a fresh local registry as
+# $REGISTRY/bench/busybox:latest (IMG) and saved as WORK/bb.tar (docker-archive)
+# for the peers. Sets IMG, REGISTRY and REGISTRY_PID.
+bench_busybox() {
+  local work=$1
+  mkdir -p "$work/img/bin"
+  cp /bin/busybox "$work/img/bin/"
+  for a in sh true sleep cat echo; do ln -s busybox "$work/img/bin/$a"; done
+  umoci init --layout "$work/oci" && umoci new --image "$work/oci:bb"
+  umoci insert --image "$work/oci:bb" "$work/img/bin" /bin >/dev/null
+  umoci config --image "$work/oci:bb" --os linux --architecture amd64 --config.cmd sh --config.env PATH=/bin
+  start_registry "$work/registry"
+  IMG=$REGISTRY/bench/busybox:latest
+  skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://$IMG"
+  skopeo copy -q "oci:$work/oci:bb" "docker-archive:$work/bb.tar:bench/busybox:latest"
+}

@@ -50,7 +50,8 @@ fn tar_layer(files: &[F]) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
                 h.set_mode(0o777);
-                b.append_link(&mut h, p.trim_start_matches('/'), target).unwrap();
+                b.append_link(&mut h, p.trim_start_matches('/'), target)
+                    .unwrap();
             }
         }
     }
@@ -87,7 +88,9 @@ fn image(store: &Store, files: &[F], config: serde_json::Value) -> ImageRecord {
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest.to_string(), "size": cfg.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": gz.len()}],
     });
-    let digest = store.put_bytes(&serde_json::to_vec(&manifest).unwrap(), None).unwrap();
+    let digest = store
+        .put_bytes(&serde_json::to_vec(&manifest).unwrap(), None)
+        .unwrap();
     store.make_record(None, &digest, None, None).unwrap()
 }
 
@@ -99,7 +102,10 @@ fn glibc_files(program: &Path) -> Vec<F> {
     for line in text.lines() {
         let path = match line.split("=>").nth(1) {
             Some(rest) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             let data = std::fs::read(p).unwrap();
@@ -151,7 +157,10 @@ fn a_glibc_program_in_scratch_needs_its_interpreter() {
     let fx = Fixture::new();
     let hello = build(&fx.src(), "gcc", "hello", "c", HELLO_C, &[]);
     let r = fx.check(
-        &[F::File("/app/hello", 0o755, hello), F::Link("/usr/local/bin/hello", "/app/hello")],
+        &[
+            F::File("/app/hello", 0o755, hello),
+            F::Link("/usr/local/bin/hello", "/app/hello"),
+        ],
         hello_cmd(),
     );
     let e = entry(&r);
@@ -161,7 +170,10 @@ fn a_glibc_program_in_scratch_needs_its_interpreter() {
         e.reason.as_deref(),
         Some("needs interpreter /lib64/ld-linux-x86-64.so.2, not in the image")
     );
-    assert_eq!((r.entrypoint.as_deref(), r.entrypoint_ok), (Some("hello"), Some(false)));
+    assert_eq!(
+        (r.entrypoint.as_deref(), r.entrypoint_ok),
+        (Some("hello"), Some(false))
+    );
     assert!(r.libc.is_empty());
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["files"][0]["verdict"], "fails");
@@ -174,8 +186,18 @@ fn a_glibc_program_in_scratch_needs_its_interpreter() {
 #[test]
 fn b_static_libstdcxx_still_needs_the_glibc_interpreter() {
     let fx = Fixture::new();
-    let hello = build(&fx.src(), "g++", "hello", "cc", HELLO_CXX, &["-static-libgcc", "-static-libstdc++"]);
-    let r = fx.check(&[F::File("/hello", 0o755, hello)], json!({"Entrypoint": ["/hello"]}));
+    let hello = build(
+        &fx.src(),
+        "g++",
+        "hello",
+        "cc",
+        HELLO_CXX,
+        &["-static-libgcc", "-static-libstdc++"],
+    );
+    let r = fx.check(
+        &[F::File("/hello", 0o755, hello)],
+        json!({"Entrypoint": ["/hello"]}),
+    );
     let e = entry(&r);
     assert_eq!((e.kind, e.verdict), (FileKind::Dynamic, Verdict::Fails));
     assert_eq!(
@@ -208,9 +230,16 @@ fn c_a_glibc_program_in_a_musl_image() {
     assert!(why.starts_with("built for glibc, image has musl"), "{why}");
     assert_eq!(r.libc, ["musl"]);
     // busybox (static) runs; the musl libc is fine as a library.
-    let bb = r.files.iter().find(|f| f.path == "/bin/busybox").expect("busybox listed");
+    let bb = r
+        .files
+        .iter()
+        .find(|f| f.path == "/bin/busybox")
+        .expect("busybox listed");
     assert_eq!((bb.kind, bb.verdict), (FileKind::Static, Verdict::Runs));
-    assert!(!r.files.iter().any(|f| f.path.contains("ld-musl")), "fine libraries are not listed");
+    assert!(
+        !r.files.iter().any(|f| f.path.contains("ld-musl")),
+        "fine libraries are not listed"
+    );
 }
 
 #[test]
@@ -218,7 +247,14 @@ fn d_a_glibc_program_on_a_debian_like_image_runs() {
     let fx = Fixture::new();
     let src = fx.src();
     let hello = build(&src, "gcc", "hello", "c", HELLO_C, &[]);
-    let cxx = build(&src, "g++", "hellocxx", "cc", HELLO_CXX, &["-static-libgcc", "-static-libstdc++"]);
+    let cxx = build(
+        &src,
+        "g++",
+        "hellocxx",
+        "cc",
+        HELLO_CXX,
+        &["-static-libgcc", "-static-libstdc++"],
+    );
     let mut files = glibc_files(&src.join("hello"));
     files.extend(glibc_files(&src.join("hellocxx")));
     files.push(F::File("/usr/bin/hello", 0o755, hello));
@@ -226,11 +262,18 @@ fn d_a_glibc_program_on_a_debian_like_image_runs() {
     let rec = image(&fx.store, &files, hello_cmd());
     let r = check_image(&fx.store, &rec, &CheckOptions::default()).unwrap();
     let e = entry(&r);
-    assert_eq!((e.kind, e.verdict, e.reason.as_deref()), (FileKind::Dynamic, Verdict::Runs, None));
+    assert_eq!(
+        (e.kind, e.verdict, e.reason.as_deref()),
+        (FileKind::Dynamic, Verdict::Runs, None)
+    );
     assert_eq!(r.entrypoint_ok, Some(true));
     assert!(r.libc[0].starts_with("glibc 2."), "{:?}", r.libc);
     assert!(!r.any_fails(), "{:#?}", r.files);
-    let cxx = r.files.iter().find(|f| f.path == "/usr/bin/hellocxx").unwrap();
+    let cxx = r
+        .files
+        .iter()
+        .find(|f| f.path == "/usr/bin/hellocxx")
+        .unwrap();
     assert_eq!(cxx.verdict, Verdict::Runs);
     // Libraries show with all_libraries, each once.
     let all = CheckOptions {
@@ -238,9 +281,16 @@ fn d_a_glibc_program_on_a_debian_like_image_runs() {
         ..CheckOptions::default()
     };
     let r = check_image(&fx.store, &rec, &all).unwrap();
-    let libc: Vec<_> = r.files.iter().filter(|f| f.path.ends_with("/libc.so.6")).collect();
+    let libc: Vec<_> = r
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with("/libc.so.6"))
+        .collect();
     assert_eq!(libc.len(), 1, "{:#?}", r.files);
-    assert_eq!((libc[0].kind, libc[0].verdict), (FileKind::Library, Verdict::Runs));
+    assert_eq!(
+        (libc[0].kind, libc[0].verdict),
+        (FileKind::Library, Verdict::Runs)
+    );
     // entrypoint_only lists the entrypoint alone.
     let only = CheckOptions {
         entrypoint_only: true,
@@ -259,9 +309,15 @@ fn e_a_static_program_in_scratch_runs() {
         json!({"Entrypoint": ["/hello"], "Cmd": ["--flag"]}),
     );
     let e = entry(&r);
-    assert_eq!((e.kind, e.verdict, e.reason.as_deref()), (FileKind::Static, Verdict::Runs, None));
+    assert_eq!(
+        (e.kind, e.verdict, e.reason.as_deref()),
+        (FileKind::Static, Verdict::Runs, None)
+    );
     let pie = r.files.iter().find(|f| f.path == "/pie").unwrap();
-    assert_eq!((pie.kind, pie.verdict), (FileKind::StaticPie, Verdict::Runs));
+    assert_eq!(
+        (pie.kind, pie.verdict),
+        (FileKind::StaticPie, Verdict::Runs)
+    );
 }
 
 /// A libc.so.6 that defines only GLIBC_2.2.5 … GLIBC_2.17, as an old glibc would.
@@ -276,7 +332,13 @@ fn old_libc(dir: &Path) -> Vec<u8> {
         "libc.so.6",
         "c",
         "int puts(const char *s){(void)s;return 0;}\nint old_a;\nint old_b;\n",
-        &["-shared", "-fPIC", "-nostdlib", "-Wl,-soname,libc.so.6", "-Wl,--version-script=v.map"],
+        &[
+            "-shared",
+            "-fPIC",
+            "-nostdlib",
+            "-Wl,-soname,libc.so.6",
+            "-Wl,--version-script=v.map",
+        ],
     )
 }
 
@@ -309,26 +371,50 @@ fn f_a_program_needing_a_newer_glibc_names_the_version() {
 fn g_a_bash_script_without_bash() {
     let fx = Fixture::new();
     let mut files = musl_files();
-    files.push(F::File("/entry.sh", 0o755, b"#!/bin/bash\necho hi\n".to_vec()));
+    files.push(F::File(
+        "/entry.sh",
+        0o755,
+        b"#!/bin/bash\necho hi\n".to_vec(),
+    ));
     files.push(F::File("/ok.sh", 0o755, b"#!/bin/sh\necho hi\n".to_vec()));
     let r = fx.check(&files, json!({"Entrypoint": ["/entry.sh"]}));
     let e = entry(&r);
     assert_eq!((e.kind, e.verdict), (FileKind::Script, Verdict::Fails));
-    assert_eq!(e.reason.as_deref(), Some("interpreter /bin/bash, not in the image"));
+    assert_eq!(
+        e.reason.as_deref(),
+        Some("interpreter /bin/bash, not in the image")
+    );
     let r = fx.check(&files, json!({"Entrypoint": ["/ok.sh"]}));
     assert_eq!(entry(&r).verdict, Verdict::Runs, "{:#?}", r.files);
-    assert_eq!(r.files[1].path, "/bin/sh", "the interpreter's own verdict follows");
+    assert_eq!(
+        r.files[1].path, "/bin/sh",
+        "the interpreter's own verdict follows"
+    );
 }
 
 #[test]
 fn h_a_missing_library_is_named_and_found_where_ld_so_looks() {
     let fx = Fixture::new();
     let src = fx.src();
-    let lib = build(&src, "gcc", "libfoo.so.1", "c", "int foo(void){return 42;}\n", &["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1"]);
+    let lib = build(
+        &src,
+        "gcc",
+        "libfoo.so.1",
+        "c",
+        "int foo(void){return 42;}\n",
+        &["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1"],
+    );
     std::fs::copy(src.join("libfoo.so.1"), src.join("libfoo.so")).unwrap();
     let main = "int foo(void);\nint main(void){return foo()==42?0:1;}\n";
     let prog = build(&src, "gcc", "prog", "c", main, &["-L.", "-lfoo"]);
-    let origin = build(&src, "gcc", "oprog", "c", main, &["-L.", "-lfoo", "-Wl,-rpath,$ORIGIN/../lib"]);
+    let origin = build(
+        &src,
+        "gcc",
+        "oprog",
+        "c",
+        main,
+        &["-L.", "-lfoo", "-Wl,-rpath,$ORIGIN/../lib"],
+    );
     let base = || {
         let mut f = glibc_files(Path::new("/bin/true"));
         f.push(F::File("/usr/bin/prog", 0o755, prog.clone()));
@@ -342,8 +428,16 @@ fn h_a_missing_library_is_named_and_found_where_ld_so_looks() {
     );
     // In a directory ld.so.conf names (through an include glob): found.
     let mut files = base();
-    files.push(F::File("/etc/ld.so.conf", 0o644, b"include /etc/ld.so.conf.d/*.conf\n".to_vec()));
-    files.push(F::File("/etc/ld.so.conf.d/local.conf", 0o644, b"/opt/foo/lib\n".to_vec()));
+    files.push(F::File(
+        "/etc/ld.so.conf",
+        0o644,
+        b"include /etc/ld.so.conf.d/*.conf\n".to_vec(),
+    ));
+    files.push(F::File(
+        "/etc/ld.so.conf.d/local.conf",
+        0o644,
+        b"/opt/foo/lib\n".to_vec(),
+    ));
     files.push(F::File("/opt/foo/lib/libfoo.so.1", 0o644, lib.clone()));
     assert_eq!(entry(&fx.check(&files, cfg.clone())).verdict, Verdict::Runs);
     // Next to the program, through its $ORIGIN run path.
@@ -354,7 +448,11 @@ fn h_a_missing_library_is_named_and_found_where_ld_so_looks() {
     assert_eq!(entry(&r).verdict, Verdict::Runs, "{:#?}", r.files);
     // /usr/bin/prog is listed too, failing, in the whole-image check.
     let p = r.files.iter().find(|f| f.path == "/usr/bin/prog").unwrap();
-    assert!(p.reason.as_deref().unwrap_or_default().contains("libfoo.so.1"));
+    assert!(p
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("libfoo.so.1"));
 }
 
 #[test]
@@ -362,8 +460,14 @@ fn a_missing_entrypoint_and_no_entrypoint() {
     let fx = Fixture::new();
     let r = fx.check(&musl_files(), json!({"Cmd": ["nginx"]}));
     let e = entry(&r);
-    assert_eq!((e.path.as_str(), e.kind, e.verdict), ("nginx", FileKind::Missing, Verdict::Fails));
-    assert_eq!(e.reason.as_deref(), Some("exec: \"nginx\": executable file not found in $PATH"));
+    assert_eq!(
+        (e.path.as_str(), e.kind, e.verdict),
+        ("nginx", FileKind::Missing, Verdict::Fails)
+    );
+    assert_eq!(
+        e.reason.as_deref(),
+        Some("exec: \"nginx\": executable file not found in $PATH")
+    );
     let r = fx.check(&musl_files(), json!({}));
     assert_eq!((r.entrypoint.as_deref(), r.entrypoint_ok), (None, None));
     assert!(!r.any_fails(), "{:#?}", r.files);

@@ -8,6 +8,8 @@
 //! `.modinfo` of a kernel module). [`header`] reads only the file and
 //! program headers, so it works on the first few KiB of a file.
 
+#![warn(missing_docs)]
+
 use object::elf::{self as raw, FileHeader32, FileHeader64};
 use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _, SectionHeader as _};
 use object::read::StringTable;
@@ -298,6 +300,9 @@ fn split_path(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A dynamic table and the string table its strings are in.
+type DynamicStrings<'a, Elf> = (&'a [<Elf as FileHeader>::Dyn], StringTable<'a>);
+
 /// The dynamic entries and their string table: from the `SHT_DYNAMIC`
 /// section when there are section headers, else from `PT_DYNAMIC` with the
 /// string table found through the loadable segments (as a loader does).
@@ -306,7 +311,7 @@ fn dynamic<'a, Elf: FileHeader<Endian = ObjEndian>>(
     e: ObjEndian,
     data: &'a [u8],
     sections: Option<&object::read::elf::SectionTable<'a, Elf>>,
-) -> Result<Option<(&'a [Elf::Dyn], StringTable<'a>)>, ElfError> {
+) -> Result<Option<DynamicStrings<'a, Elf>>, ElfError> {
     if let Some(s) = sections {
         if let Some((dyns, link)) = s.dynamic(e, data).map_err(corrupt)? {
             return Ok(Some((dyns, s.strings(e, data, link).map_err(corrupt)?)));
@@ -387,7 +392,7 @@ fn inspect_as<Elf: FileHeader<Endian = ObjEndian>>(data: &[u8]) -> Result<ElfInf
         versions(s, e, data, &mut info)?;
     }
     info.is_pie = kind == Kind::Dyn
-        && (info.flags_1 & u64::from(raw::DF_1_PIE.0) != 0
+        && (info.flags_1 & raw::DF_1_PIE.0 != 0
             || (info.interpreter.is_some() && info.soname.is_none()));
     Ok(info)
 }

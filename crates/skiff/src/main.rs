@@ -36,6 +36,9 @@ enum Command {
     /// docker build; RUN steps run in micro-VMs. The image lands in the store,
     /// ready to run, push or save.
     Build(commands::build::BuildArgs),
+    /// The build cache: `skiff builder prune` forgets every cached step.
+    #[command(subcommand)]
+    Builder(commands::build::BuilderCommand),
     /// Manage images: pull, push, list, inspect, tag, remove, save, load, check.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => return Ok(commands::run::run(&ctx, a, cli.debug)),
         Command::Image(commands::image::ImageCommand::Check(a)) => return commands::check::run(&ctx, a),
         Command::Build(a) => commands::build::build(&ctx, a, cli.debug),
+        Command::Builder(c) => commands::build::builder(&ctx, c),
         Command::Container(c) => return container(&ctx, c, cli.debug),
         Command::Create(a) => return container(&ctx, ContainerCommand::Create(a), cli.debug),
         Command::Start(a) => return container(&ctx, ContainerCommand::Start(a), cli.debug),

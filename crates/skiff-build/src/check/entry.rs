@@ -6,7 +6,8 @@
 
 use skiff_runtime::image_config::ImageProcess;
 
-use super::search::{absolute, At, Checker};
+use super::paths::absolute;
+use super::search::{At, Checker};
 use super::{elf_kind, executable, verdict, FileKind, FileVerdict, Verdict};
 use crate::imagefs::Sniff;
 
@@ -75,7 +76,13 @@ pub(crate) fn check_entrypoint(c: &mut Checker<'_>, word: &str) -> (Vec<FileVerd
         }
         Ok(path) => {
             let v = check_exec(c, &path, 0, &mut out, &mut covered);
-            out.insert(0, FileVerdict { entrypoint: true, ..v });
+            out.insert(
+                0,
+                FileVerdict {
+                    entrypoint: true,
+                    ..v
+                },
+            );
         }
     }
     (out, covered)
@@ -96,13 +103,20 @@ fn check_exec(
         Some(Sniff::Elf(info)) => {
             let kind = elf_kind(&info);
             let result = match kind {
-                FileKind::Other => Err("not an executable ELF file (an object file or core dump)".to_owned()),
+                FileKind::Other => {
+                    Err("not an executable ELF file (an object file or core dump)".to_owned())
+                }
                 // A library run directly (ld.so, libc.so.6): a program all the same.
                 _ => c.check_program(&real, &info),
             };
             verdict(path, kind, result, false)
         }
-        Some(Sniff::BadElf(why)) => verdict(path, FileKind::Other, Err(format!("not a valid ELF file: {why}")), false),
+        Some(Sniff::BadElf(why)) => verdict(
+            path,
+            FileKind::Other,
+            Err(format!("not a valid ELF file: {why}")),
+            false,
+        ),
         Some(Sniff::Script(line)) => {
             let result = check_script(c, &line, depth, extra, covered);
             verdict(path, FileKind::Script, result, false)
@@ -150,13 +164,17 @@ fn check_script(
         return Err(format!("interpreter {interp}: {why}"));
     }
     // `#!/usr/bin/env NAME`: env looks NAME up in PATH.
-    let is_env = matches!(c.elf_at(&ipath), At::Elf(..)) && interp.rsplit('/').next() == Some("env");
+    let is_env =
+        matches!(c.elf_at(&ipath), At::Elf(..)) && interp.rsplit('/').next() == Some("env");
     if is_env {
-        let mut words = arg.split_whitespace().filter(|w| !w.starts_with('-') && !w.contains('='));
+        let mut words = arg
+            .split_whitespace()
+            .filter(|w| !w.starts_with('-') && !w.contains('='));
         if let Some(name) = words.next() {
             let found = lookup(c, name).map_err(|e| format!("{e} (for {interp} {name})"))?;
             let v = check_exec(c, &found, depth + 1, extra, covered);
-            let failed = (v.verdict == Verdict::Fails).then(|| v.reason.clone().unwrap_or_default());
+            let failed =
+                (v.verdict == Verdict::Fails).then(|| v.reason.clone().unwrap_or_default());
             extra.push(v);
             if let Some(why) = failed {
                 return Err(format!("{name} ({found}): {why}"));

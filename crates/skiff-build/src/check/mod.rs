@@ -13,6 +13,7 @@
 //! something is wrong with them (or always, with `all_libraries`).
 
 mod entry;
+mod paths;
 mod search;
 #[cfg(test)]
 mod tests;
@@ -193,14 +194,21 @@ pub fn check_image(
     opts: &CheckOptions,
 ) -> Result<Report, CheckError> {
     let config = store.read_small_blob(&record.config)?;
-    let layers = imagefs::layer_blobs(store, &record.digest)?;
-    check_layers(layers, &config, opts)
+    check_stream(imagefs::layer_blobs(store, &record.digest)?, &config, opts)
 }
 
 /// [`check_image`] from layer streams (plain or compressed) and the bytes
 /// of an image config.
 pub fn check_layers(
     layers: Vec<Box<dyn Read + '_>>,
+    config: &[u8],
+    opts: &CheckOptions,
+) -> Result<Report, CheckError> {
+    check_stream(imagefs::here(layers), config, opts)
+}
+
+fn check_stream(
+    layers: Vec<imagefs::Layer<'_>>,
     config: &[u8],
     opts: &CheckOptions,
 ) -> Result<Report, CheckError> {

@@ -17,21 +17,15 @@ use std::sync::Arc;
 
 use skiff_elf::{Class, ElfInfo};
 
+use super::paths::{
+    absolute, compatible, default_dirs, family_of, highest, ld_so_conf, split_version, text,
+    triplet, Family,
+};
 use super::{executable, ImageConfig};
 use crate::imagefs::{join, normalize, parent, ImageFs, NodeKind, Sniff};
 
 /// `DF_1_NODEFLIB`: the object's needs are not searched in the default dirs.
 const DF_1_NODEFLIB: u64 = 0x800;
-/// Nested `include`s of ld.so.conf followed.
-const MAX_INCLUDE_DEPTH: u32 = 8;
-
-/// Which loader's rules apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    Glibc,
-    Musl,
-}
-
 /// A loaded object: the path it was found at (its `$ORIGIN` comes from
 /// that), where that resolves to, the names it answers to, its summary.
 #[derive(Debug, Clone)]
@@ -63,80 +57,10 @@ pub(crate) struct Checker<'a> {
     cache: HashMap<String, Result<Obj, Option<String>>>,
     libraries: HashMap<String, Result<(), String>>,
     glibc: Option<(String, Option<String>)>,
+    /// Dynamic loaders in the image by soname (`ld-linux-x86-64.so.2`), for
+    /// saying where one is when a program names another path.
+    loaders: HashMap<String, String>,
     musl: Option<String>,
-}
-
-/// `p` made absolute against the directory `cwd`, normalized.
-pub(crate) fn absolute(cwd: &str, p: &str) -> String {
-    if p.starts_with('/') {
-        normalize(p)
-    } else {
-        normalize(&join(cwd, p))
-    }
-}
-
-fn basename(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
-
-/// The family a program's interpreter (or a library's needs) says.
-pub(crate) fn family_of(info: &ElfInfo) -> Option<Family> {
-    if let Some(i) = &info.interpreter {
-        return Some(if basename(i).starts_with("ld-musl-") {
-            Family::Musl
-        } else {
-            Family::Glibc
-        });
-    }
-    info.needed.iter().find_map(|n| {
-        if n == "libc.so.6" {
-            Some(Family::Glibc)
-        } else if n.starts_with("libc.musl-") || n == "libc.so" {
-            Some(Family::Musl)
-        } else {
-            None
-        }
-    })
-}
-
-/// The Debian multiarch triplet and musl's name of an architecture.
-fn triplet(arch: Option<&str>) -> Option<(&'static str, &'static str)> {
-    Some(match arch? {
-        "amd64" => ("x86_64-linux-gnu", "x86_64"),
-        "arm64" => ("aarch64-linux-gnu", "aarch64"),
-        "arm" => ("arm-linux-gnueabihf", "armhf"),
-        "386" => ("i386-linux-gnu", "i386"),
-        "ppc64le" => ("powerpc64le-linux-gnu", "powerpc64le"),
-        "s390x" => ("s390x-linux-gnu", "s390x"),
-        "riscv64" => ("riscv64-linux-gnu", "riscv64"),
-        "mips64le" => ("mips64el-linux-gnuabi64", "mips64el"),
-        _ => return None,
-    })
-}
-
-/// Whether a program of `file` architecture runs where `want` does: the
-/// same, or the 32-bit sibling a 64-bit kernel also runs.
-pub(crate) fn compatible(file: Option<&str>, want: &str) -> bool {
-    match file {
-        Some(f) => f == want || matches!((f, want), ("386", "amd64") | ("arm", "arm64")),
-        None => false,
-    }
-}
-
-/// `GLIBC_2.34` → (`GLIBC_`, [2, 34]).
-fn split_version(v: &str) -> (&str, Vec<u64>) {
-    let at = v.find(|c: char| c.is_ascii_digit()).unwrap_or(v.len());
-    let nums = v[at..].split('.').map(|n| n.parse().unwrap_or(0)).collect();
-    (&v[..at], nums)
-}
-
-/// The highest of `defs` with the prefix of `like`.
-fn highest<'d>(defs: &'d [String], like: &str) -> Option<&'d str> {
-    let prefix = split_version(like).0;
-    defs.iter()
-        .filter(|d| split_version(d).0 == prefix)
-        .max_by(|a, b| split_version(a).1.cmp(&split_version(b).1))
-        .map(String::as_str)
 }
 
 impl<'a> Checker<'a> {
@@ -171,54 +95,22 @@ impl<'a> Checker<'a> {
             cache: HashMap::new(),
             libraries: HashMap::new(),
             glibc: None,
+            loaders: HashMap::new(),
             musl: None,
         };
-        c.read_ld_so_conf("/etc/ld.so.conf", 0);
+        ld_so_conf(fs, "/etc/ld.so.conf", 0, &mut c.conf_dirs);
         if let Some((_, m)) = triplet(config.arch.as_deref()) {
             let p = format!("/etc/ld-musl-{m}.path");
-            if let Some(text) = c.text(&p) {
-                let dirs = text.split(['\n', ':']).map(str::trim).filter(|d| !d.is_empty());
+            if let Some(text) = text(fs, &p) {
+                let dirs = text
+                    .split(['\n', ':'])
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty());
                 c.musl_dirs = Some(dirs.map(normalize).collect());
             }
         }
         c.find_libcs();
         c
-    }
-
-    fn text(&self, path: &str) -> Option<String> {
-        let p = self.fs.resolve(path, true)?;
-        Some(String::from_utf8_lossy(self.fs.content(&p)?).into_owned())
-    }
-
-    /// ld.so.conf: one directory a line, `#` comments, `include GLOB`
-    /// (relative to the including file's directory), `hwcap` ignored.
-    fn read_ld_so_conf(&mut self, path: &str, depth: u32) {
-        let Some(text) = self.text(path) else { return };
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or_default().trim();
-            if let Some(pattern) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
-                if depth >= MAX_INCLUDE_DEPTH {
-                    continue;
-                }
-                for pat in pattern.split_whitespace() {
-                    let pat = if pat.starts_with('/') {
-                        pat.to_owned()
-                    } else {
-                        join(parent(path), pat)
-                    };
-                    for file in glob(self.fs, &pat) {
-                        self.read_ld_so_conf(&file, depth + 1);
-                    }
-                }
-            } else if line.starts_with("hwcap") || line.is_empty() {
-            } else {
-                // libc5-era `dir=TYPE` lines name the directory first.
-                let dir = normalize(line.split('=').next().unwrap_or_default().trim());
-                if !self.conf_dirs.contains(&dir) {
-                    self.conf_dirs.push(dir);
-                }
-            }
-        }
     }
 
     /// Which C libraries the image has, for messages and the report.
@@ -228,6 +120,11 @@ impl<'a> Checker<'a> {
             if !matches!(node.kind, NodeKind::File | NodeKind::Hardlink(_)) {
                 continue;
             }
+            if let Some(so) = info.soname.as_deref().filter(|s| s.starts_with("ld-")) {
+                self.loaders
+                    .entry(so.to_owned())
+                    .or_insert_with(|| path.to_owned());
+            }
             if self.glibc.is_none() && info.soname.as_deref() == Some("libc.so.6") {
                 let v = highest(&info.version_defs, "GLIBC_2").map(str::to_owned);
                 self.glibc = Some((path.to_owned(), v));
@@ -235,7 +132,9 @@ impl<'a> Checker<'a> {
         }
         // musl's loader is libc itself, installed as /lib/ld-musl-ARCH.so.1.
         for dir in ["/lib", "/usr/lib"] {
-            let Some(real) = self.fs.resolve(dir, true) else { continue };
+            let Some(real) = self.fs.resolve(dir, true) else {
+                continue;
+            };
             for (name, _) in self.fs.children(&real) {
                 if self.musl.is_none() && name.starts_with("ld-musl-") {
                     let p = join(&real, name);
@@ -299,7 +198,13 @@ impl<'a> Checker<'a> {
             Some(Family::Musl) if glibc && !musl => {
                 format!("built for musl, image has glibc (no {interp})")
             }
-            _ => format!("needs interpreter {interp}, not in the image"),
+            _ => {
+                let name = interp.rsplit('/').next().unwrap_or(interp);
+                match self.loaders.get(name) {
+                    Some(p) => format!("needs interpreter {interp}, not in the image (it has {p})"),
+                    None => format!("needs interpreter {interp}, not in the image"),
+                }
+            }
         }
     }
 
@@ -325,14 +230,20 @@ impl<'a> Checker<'a> {
                 Obj {
                     found: interp.clone(),
                     origin: parent(&real).to_owned(),
-                    names: [Some(interp.clone()), ld.soname.clone()].into_iter().flatten().collect(),
+                    names: [Some(interp.clone()), ld.soname.clone()]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                     info: ld,
                 }
             }
             At::NotElf => return Err(format!("interpreter {interp} is not an ELF file")),
             At::Missing => return Err(self.missing_interp(interp, family)),
         };
-        let real = self.fs.resolve(path, true).unwrap_or_else(|| path.to_owned());
+        let real = self
+            .fs
+            .resolve(path, true)
+            .unwrap_or_else(|| path.to_owned());
         let root = Obj {
             found: path.to_owned(),
             origin: parent(&real).to_owned(),
@@ -349,15 +260,19 @@ impl<'a> Checker<'a> {
             return r.clone();
         }
         let r = self.check_arch(info).and_then(|()| {
-            let family = family_of(info).unwrap_or(if self.musl.is_some() && self.glibc.is_none() {
-                Family::Musl
-            } else {
-                Family::Glibc
-            });
+            let family =
+                family_of(info).unwrap_or(if self.musl.is_some() && self.glibc.is_none() {
+                    Family::Musl
+                } else {
+                    Family::Glibc
+                });
             let root = Obj {
                 found: path.to_owned(),
                 origin: parent(path).to_owned(),
-                names: [Some(path.to_owned()), info.soname.clone()].into_iter().flatten().collect(),
+                names: [Some(path.to_owned()), info.soname.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                 info: info.clone(),
             };
             self.closure(root, None, family)
@@ -381,7 +296,7 @@ impl<'a> Checker<'a> {
         while i < loaded.len() {
             let needed = loaded[i].info.needed.clone();
             for name in needed {
-                if loaded.iter().any(|o| o.names.iter().any(|n| *n == name)) {
+                if loaded.iter().any(|o| o.names.contains(&name)) {
                     continue;
                 }
                 match self.search(&name, i, &loaded, &loader, family) {
@@ -406,7 +321,10 @@ impl<'a> Checker<'a> {
             i += 1;
         }
         if !missing.is_empty() {
-            return Err(format!("needs {}, not found in the image's library path", missing.join(", ")));
+            return Err(format!(
+                "needs {}, not found in the image's library path",
+                missing.join(", ")
+            ));
         }
         let mut problems: Vec<String> = Vec::new();
         for (idx, o) in loaded.iter().enumerate() {
@@ -419,7 +337,9 @@ impl<'a> Checker<'a> {
                     .filter(|v| !t.info.version_defs.contains(v))
                     .map(String::as_str)
                     .collect();
-                let Some(first) = absent.first() else { continue };
+                let Some(first) = absent.first() else {
+                    continue;
+                };
                 let whose = if file.starts_with("libc.so") {
                     "the image's libc".to_owned()
                 } else {
@@ -429,7 +349,11 @@ impl<'a> Checker<'a> {
                     Some(h) => format!("{whose} provides up to {h}"),
                     None => format!("{whose} defines no {} versions", split_version(first).0),
                 };
-                let by = if idx > 0 { format!(", for {}", o.found) } else { String::new() };
+                let by = if idx > 0 {
+                    format!(", for {}", o.found)
+                } else {
+                    String::new()
+                };
                 problems.push(format!("needs {} ({file}{by}); {has}", absent.join(", ")));
             }
         }
@@ -442,8 +366,16 @@ impl<'a> Checker<'a> {
 
     /// Where `name` is found for a program `path` (for tests of the order).
     #[cfg(test)]
-    pub(crate) fn find_for(&mut self, path: &str, info: &Arc<ElfInfo>, name: &str) -> Option<String> {
-        let real = self.fs.resolve(path, true).unwrap_or_else(|| path.to_owned());
+    pub(crate) fn find_for(
+        &mut self,
+        path: &str,
+        info: &Arc<ElfInfo>,
+        name: &str,
+    ) -> Option<String> {
+        let real = self
+            .fs
+            .resolve(path, true)
+            .unwrap_or_else(|| path.to_owned());
         let root = Obj {
             found: path.to_owned(),
             origin: parent(&real).to_owned(),
@@ -451,7 +383,9 @@ impl<'a> Checker<'a> {
             info: info.clone(),
         };
         let family = family_of(info).unwrap_or(Family::Glibc);
-        self.search(name, 0, &[root], &[None], family).ok().map(|o| o.found)
+        self.search(name, 0, &[root], &[None], family)
+            .ok()
+            .map(|o| o.found)
     }
 
     /// Finds the library `name` needed by `loaded[by]`; `Err` says, when a
@@ -470,7 +404,12 @@ impl<'a> Checker<'a> {
         } else {
             self.search_dirs(by, loaded, loader, family)
         };
-        let key = format!("{name}\0{}\0{:?}\0{}", want.machine, want.class, dirs.join("\0"));
+        let key = format!(
+            "{name}\0{}\0{:?}\0{}",
+            want.machine,
+            want.class,
+            dirs.join("\0")
+        );
         if let Some(r) = self.cache.get(&key) {
             return r.clone();
         }
@@ -486,7 +425,10 @@ impl<'a> Checker<'a> {
                 At::Elf(_, info) if info.machine == want.machine && info.class == want.class => {
                     result = Ok(Obj {
                         origin: parent(&cand).to_owned(),
-                        names: [Some(name.to_owned()), info.soname.clone()].into_iter().flatten().collect(),
+                        names: [Some(name.to_owned()), info.soname.clone()]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
                         found: cand,
                         info,
                     });
@@ -505,7 +447,13 @@ impl<'a> Checker<'a> {
         result
     }
 
-    fn search_dirs(&self, by: usize, loaded: &[Obj], loader: &[Option<usize>], family: Family) -> Vec<String> {
+    fn search_dirs(
+        &self,
+        by: usize,
+        loaded: &[Obj],
+        loader: &[Option<usize>],
+        family: Family,
+    ) -> Vec<String> {
         let o = &loaded[by];
         let mut dirs = Vec::new();
         let chain = || std::iter::successors(Some(by), |&j| loader[j]);
@@ -534,7 +482,11 @@ impl<'a> Checker<'a> {
                 dirs.extend(self.ld_library_path.iter().cloned());
                 for j in chain() {
                     let l = &loaded[j];
-                    let paths = if l.info.runpath.is_empty() { &l.info.rpath } else { &l.info.runpath };
+                    let paths = if l.info.runpath.is_empty() {
+                        &l.info.rpath
+                    } else {
+                        &l.info.runpath
+                    };
                     dirs.extend(self.expand(paths, l));
                 }
                 match &self.musl_dirs {
@@ -551,7 +503,11 @@ impl<'a> Checker<'a> {
     /// Expands `$ORIGIN`, `$LIB` and `$PLATFORM` (also as `${…}`); an entry
     /// with any other `$` token is dropped, as ld.so does.
     fn expand(&self, entries: &[String], o: &Obj) -> Vec<String> {
-        let lib = if o.info.class == Class::Elf64 { "lib64" } else { "lib" };
+        let lib = if o.info.class == Class::Elf64 {
+            "lib64"
+        } else {
+            "lib"
+        };
         let platform = match o.info.arch() {
             Some("amd64") => "x86_64",
             Some("arm64") => "aarch64",
@@ -563,8 +519,14 @@ impl<'a> Checker<'a> {
             .iter()
             .filter_map(|e| {
                 let mut s = e.clone();
-                for (token, value) in [("ORIGIN", o.origin.as_str()), ("LIB", lib), ("PLATFORM", platform)] {
-                    s = s.replace(&format!("${{{token}}}"), value).replace(&format!("${token}"), value);
+                for (token, value) in [
+                    ("ORIGIN", o.origin.as_str()),
+                    ("LIB", lib),
+                    ("PLATFORM", platform),
+                ] {
+                    s = s
+                        .replace(&format!("${{{token}}}"), value)
+                        .replace(&format!("${token}"), value);
                 }
                 if s.contains('$') {
                     return None;
@@ -572,58 +534,5 @@ impl<'a> Checker<'a> {
                 Some(absolute(&self.cwd, &s))
             })
             .collect()
-    }
-}
-
-/// The loader's built-in directories: the multiarch ones, then the
-/// 64-bit ones for a 64-bit object, then /lib and /usr/lib.
-fn default_dirs(info: &ElfInfo) -> Vec<String> {
-    let mut d = Vec::new();
-    if let Some((t, _)) = triplet(info.arch()) {
-        d.push(format!("/lib/{t}"));
-        d.push(format!("/usr/lib/{t}"));
-    }
-    match info.class {
-        Class::Elf64 => d.extend(["/lib64", "/usr/lib64"].map(String::from)),
-        Class::Elf32 => d.extend(["/lib32", "/usr/lib32"].map(String::from)),
-    }
-    d.extend(["/lib", "/usr/lib"].map(String::from));
-    d
-}
-
-/// Paths of the tree matching a glob of `*`, `?` and literal components
-/// (what ld.so.conf includes use), in order, symlinked directories followed.
-pub(crate) fn glob(fs: &ImageFs, pattern: &str) -> Vec<String> {
-    let mut current = vec!["/".to_owned()];
-    for comp in normalize(pattern).split('/').filter(|c| !c.is_empty()) {
-        let mut next = Vec::new();
-        for dir in &current {
-            let Some(real) = fs.resolve(dir, true) else { continue };
-            if !comp.contains(['*', '?']) {
-                let p = join(dir, comp);
-                if fs.resolve(&p, true).is_some_and(|r| fs.get(&r).is_some()) {
-                    next.push(p);
-                }
-                continue;
-            }
-            for (name, _) in fs.children(&real) {
-                if wildcard(comp.as_bytes(), name.as_bytes()) && !name.starts_with('.') {
-                    next.push(join(dir, name));
-                }
-            }
-        }
-        next.sort();
-        current = next;
-    }
-    current
-}
-
-fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => wildcard(&p[1..], &s[1..]),
-        _ => false,
     }
 }

@@ -38,6 +38,8 @@ pub struct BuildOptions {
     /// `--platform`: the images' platform (default: the host's).
     pub platform: Option<Platform>,
     pub compression: Compression,
+    /// `--compression-level` (None: the layer writer's defaults).
+    pub compression_level: Option<i32>,
     /// `SOURCE_DATE_EPOCH`: image and history times, and layer mtimes
     /// clamped to it, so that two builds give the same bytes.
     pub epoch: Option<u64>,
@@ -85,6 +87,9 @@ pub struct Host<'a> {
     pub resolve: &'a dyn Fn(&str, &Platform) -> Result<ImageRecord, String>,
     pub events: &'a mut dyn FnMut(Event<'_>),
     pub options: &'a BuildOptions,
+    /// Becomes true on Ctrl-C (or SIGTERM): the build stops at the next
+    /// step, a RUN step's VM at once.
+    pub interrupt: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a build made.

@@ -84,7 +84,8 @@ pub(super) fn run(
         ))
     })?;
     let mut blob = store.blob_writer().map_err(BuildError::Store)?;
-    let mut w = LayerWriter::new(&mut blob, host.options.compression, host.options.epoch)
+    let o = host.options;
+    let mut w = LayerWriter::with_level(&mut blob, o.compression, o.compression_level, o.epoch)
         .map_err(BuildError::Layer)?;
     w.append_tar(std::io::BufReader::with_capacity(1 << 20, file))
         .map_err(BuildError::Layer)?;
@@ -113,6 +114,7 @@ fn run_container(
     .map_err(fail)?;
     let rt = host.runtime;
     let events = &mut host.events;
+    let mut interrupt = host.interrupt.clone();
     let result = rt.block_on(async {
         let mut session = container::attach(
             c,
@@ -124,9 +126,10 @@ fn run_container(
         )
         .await?;
         let input = session.input();
-        let mut interrupted = false;
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        let mut interrupted = *interrupt.borrow();
+        if interrupted {
+            let _ = input.abort().await;
+        }
         loop {
             tokio::select! {
                 ev = session.next() => match ev? {
@@ -137,9 +140,11 @@ fn run_container(
                     Some(SessionEvent::Started(_)) => {}
                     None => return Ok(None),
                 },
-                _ = &mut ctrl_c, if !interrupted => {
-                    interrupted = true;
-                    let _ = input.abort().await;
+                r = interrupt.changed(), if !interrupted => {
+                    if r.is_err() || *interrupt.borrow() {
+                        interrupted = true;
+                        let _ = input.abort().await;
+                    }
                 }
             }
         }

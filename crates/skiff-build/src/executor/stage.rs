@@ -269,6 +269,9 @@ impl<'h, 'a> Builder<'h, 'a> {
             cmd_set: false,
         };
         for step in &stage.steps {
+            if *self.host.interrupt.borrow() {
+                return Err(BuildError::Interrupted);
+            }
             self.next_step(&step.text);
             self.step(index, &mut cur, step)?;
         }

@@ -32,9 +32,10 @@ fn write_layer(
     b: &Builder<'_, '_>,
     fill: impl FnOnce(&mut LayerWriter<Blob<'_>>) -> Result<(), BuildError>,
 ) -> Result<LayerDigests, BuildError> {
-    let (compression, epoch) = (b.host.options.compression, b.host.options.epoch);
+    let o = b.host.options;
     let mut blob = b.host.store.blob_writer().map_err(BuildError::Store)?;
-    let mut w = LayerWriter::new(&mut blob, compression, epoch).map_err(BuildError::Layer)?;
+    let mut w = LayerWriter::with_level(&mut blob, o.compression, o.compression_level, o.epoch)
+        .map_err(BuildError::Layer)?;
     fill(&mut w)?;
     let (_, d) = w.finish().map_err(BuildError::Layer)?;
     blob.commit(Some(&d.digest), Some(d.size))
@@ -51,7 +52,13 @@ impl Builder<'_, '_> {
         created_by: &str,
         make: &mut dyn FnMut(&mut Self, &mut Current) -> Result<Option<LayerDigests>, BuildError>,
     ) -> Result<(), BuildError> {
-        let key = cur.key.then(key_parts);
+        // The layer's bytes depend on how it is compressed: a build with
+        // other settings does not take this one's layers.
+        let o = self.host.options;
+        let codec = format!("{:?}/{:?}", o.compression, o.compression_level);
+        let mut parts = vec![codec.as_str()];
+        parts.extend_from_slice(key_parts);
+        let key = cur.key.then(&parts);
         self.layer_steps += 1;
         let created = self.created.clone();
         if !self.host.options.no_cache {

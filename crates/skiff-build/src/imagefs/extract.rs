@@ -4,7 +4,7 @@
 //! files hold are written, straight to their place.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -61,7 +61,7 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageFsError + '_ {
 /// [`extract`] from a loaded tree and the same layers again.
 pub(crate) fn extract_from(
     fs: &ImageFs,
-    layers: Vec<Box<dyn Read + '_>>,
+    layers: Vec<stream::Layer<'_>>,
     src: &str,
     dest_dir: &Path,
 ) -> Result<Extracted, ImageFsError> {
@@ -70,7 +70,11 @@ pub(crate) fn extract_from(
     let top = fs.nodes.get(&resolved).ok_or_else(not_found)?;
     let (kind, items): (ExtractedKind, Vec<(PathBuf, &Slot)>) = match top.node.kind {
         NodeKind::Dir => {
-            let skip = if resolved == "/" { 1 } else { resolved.len() + 1 };
+            let skip = if resolved == "/" {
+                1
+            } else {
+                resolved.len() + 1
+            };
             let items = fs
                 .below(&resolved)
                 .map(|(p, s)| (PathBuf::from(&p[skip..]), s))
@@ -104,7 +108,9 @@ pub(crate) fn extract_from(
                 true
             }
             NodeKind::Fifo => make_node(&dest, rustix::fs::FileType::Fifo, slot)?,
-            NodeKind::Char if root => make_node(&dest, rustix::fs::FileType::CharacterDevice, slot)?,
+            NodeKind::Char if root => {
+                make_node(&dest, rustix::fs::FileType::CharacterDevice, slot)?
+            }
             NodeKind::Block if root => make_node(&dest, rustix::fs::FileType::BlockDevice, slot)?,
             NodeKind::Char | NodeKind::Block => false,
         };
@@ -161,7 +167,11 @@ pub(crate) fn extract_from(
     {
         set_meta(&dest_dir.join(rel), slot, root)?;
     }
-    for (rel, slot) in items.iter().rev().filter(|(_, s)| matches!(s.node.kind, NodeKind::Dir)) {
+    for (rel, slot) in items
+        .iter()
+        .rev()
+        .filter(|(_, s)| matches!(s.node.kind, NodeKind::Dir))
+    {
         set_meta(&dest_dir.join(rel), slot, root)?;
     }
     Ok(Extracted { kind, paths, bytes })

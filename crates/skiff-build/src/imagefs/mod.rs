@@ -35,6 +35,7 @@ use skiff_oci::{Digest, Store};
 pub use extract::{extract, Extracted, ExtractedKind};
 pub use user::{lookup_chown, lookup_user, user_files, UserError};
 
+pub(crate) use stream::{here, Layer};
 use stream::{RawEntry, RawKind};
 use walk::{Lookup, WalkError};
 
@@ -179,14 +180,16 @@ pub(crate) struct LoadOptions<'a> {
 pub(crate) fn layer_blobs(
     store: &Store,
     manifest: &Digest,
-) -> Result<Vec<Box<dyn Read>>, ImageFsError> {
+) -> Result<Vec<Layer<'static>>, ImageFsError> {
     let Manifest::Image(img) = Manifest::parse(&store.read_small_blob(manifest)?, None)? else {
         return Err(ImageFsError::NotAnImage(manifest.to_string()));
     };
-    let mut readers: Vec<Box<dyn Read>> = Vec::new();
+    let mut readers = Vec::new();
     for d in img.layer_digests()? {
         let f = store.open_blob(&d)?;
-        readers.push(Box::new(std::io::BufReader::with_capacity(256 << 10, f)));
+        readers.push(Layer::Threaded(Box::new(
+            std::io::BufReader::with_capacity(256 << 10, f),
+        )));
     }
     Ok(readers)
 }
@@ -251,11 +254,11 @@ impl ImageFs {
         layers: Vec<Box<dyn Read + '_>>,
         keep: &dyn Fn(&str, u64) -> bool,
     ) -> Result<ImageFs, ImageFsError> {
-        Self::load_with(layers, &LoadOptions { keep, sniff: false })
+        Self::load_with(stream::here(layers), &LoadOptions { keep, sniff: false })
     }
 
     pub(crate) fn load_with(
-        layers: Vec<Box<dyn Read + '_>>,
+        layers: Vec<Layer<'_>>,
         opts: &LoadOptions<'_>,
     ) -> Result<ImageFs, ImageFsError> {
         let mut fs = ImageFs::default();
@@ -320,7 +323,10 @@ impl ImageFs {
     }
 
     /// The entries of the directory `dir` (normalized): names and nodes.
-    pub(crate) fn children<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+    pub(crate) fn children<'a>(
+        &'a self,
+        dir: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
         let skip = if dir == "/" { 1 } else { dir.len() + 1 };
         self.below(dir)
             .filter(move |(p, _)| !p[skip..].contains('/'))
@@ -330,7 +336,13 @@ impl ImageFs {
     /// Puts a node (and what sniffing would have said) at `path`, parents
     /// not checked: for tests of what reads the tree.
     #[cfg(test)]
-    pub(crate) fn insert_for_test(&mut self, path: &str, kind: NodeKind, mode: u32, sniff: Option<Sniff>) {
+    pub(crate) fn insert_for_test(
+        &mut self,
+        path: &str,
+        kind: NodeKind,
+        mode: u32,
+        sniff: Option<Sniff>,
+    ) {
         let mut slot = Slot::dir(mode, 0, 0, 0, 1);
         slot.node.kind = kind;
         slot.sniff = sniff;
@@ -389,14 +401,19 @@ impl ImageFs {
         };
         if e.path == "/" {
             if e.kind == RawKind::Dir {
-                let root = self.nodes.entry("/".into()).or_insert(Slot::dir(0, 0, 0, 0, 0));
+                let root = self
+                    .nodes
+                    .entry("/".into())
+                    .or_insert(Slot::dir(0, 0, 0, 0, 0));
                 root.node.mode = e.mode;
                 (root.node.uid, root.node.gid, root.mtime) = (e.uid, e.gid, e.mtime);
             }
             return Ok(());
         }
         let name = &e.path[e.path.rfind('/').map_or(0, |i| i + 1)..];
-        let dir = self.make_parents(parent(&e.path), e).map_err(|w| bad(w.to_string()))?;
+        let dir = self
+            .make_parents(parent(&e.path), e)
+            .map_err(|w| bad(w.to_string()))?;
         if let Some(hidden) = name.strip_prefix(".wh.") {
             if hidden == ".wh..opq" {
                 let doomed: Vec<String> = self
@@ -427,7 +444,9 @@ impl ImageFs {
                     .and_then(|p| self.nodes.get(&p).map(|s| (p, s)))
                     .filter(|(_, s)| matches!(s.node.kind, NodeKind::File | NodeKind::Hardlink(_)));
                 let Some((tpath, ts)) = t else {
-                    return Err(bad(format!("hard link target {target} is not a file in the image")));
+                    return Err(bad(format!(
+                        "hard link target {target} is not a file in the image"
+                    )));
                 };
                 let mut s = ts.clone();
                 s.node.kind = NodeKind::Hardlink(tpath);
@@ -461,11 +480,12 @@ impl ImageFs {
                 };
                 if e.kind == RawKind::File {
                     let keep = (opts.keep)(&path, e.size);
-                    read_file(data, e.size, keep, opts.sniff, buf, &mut s)
-                        .map_err(|source| ImageFsError::Read {
+                    read_file(data, e.size, keep, opts.sniff, buf, &mut s).map_err(|source| {
+                        ImageFsError::Read {
                             layer: e.layer as usize,
                             source,
-                        })?;
+                        }
+                    })?;
                 }
                 s
             }
@@ -566,7 +586,9 @@ fn read_file(
             })
         } else if let Some(rest) = buf.strip_prefix(b"#!") {
             let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
-            Some(Sniff::Script(String::from_utf8_lossy(line).trim().to_owned()))
+            Some(Sniff::Script(
+                String::from_utf8_lossy(line).trim().to_owned(),
+            ))
         } else {
             None
         };

@@ -1,6 +1,6 @@
 use super::*;
-use std::path::{Path, PathBuf};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// A layer entry for [`layer`].
 pub(crate) enum E<'a> {
@@ -72,10 +72,17 @@ fn files_dirs_and_implicit_parents() {
         E::File("usr/local/bin/tool", 0o755, b"#!/bin/sh\n"),
         E::Link("bin", "usr/bin"),
     ])]);
-    assert_eq!(fs.content("/etc/passwd").unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+    assert_eq!(
+        fs.content("/etc/passwd").unwrap(),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
     let n = fs.get("usr/local/bin/tool").unwrap();
     assert_eq!((n.mode, n.size), (0o755, 10));
-    assert_eq!(kind(&fs, "/usr/local"), Some(NodeKind::Dir), "made implicitly");
+    assert_eq!(
+        kind(&fs, "/usr/local"),
+        Some(NodeKind::Dir),
+        "made implicitly"
+    );
     assert_eq!(fs.get("/usr/local").unwrap().mode, 0o755);
     assert_eq!(kind(&fs, "/bin"), Some(NodeKind::Symlink("usr/bin".into())));
     let paths: Vec<&str> = fs.iter().map(|(p, _)| p).collect();
@@ -87,7 +94,10 @@ fn files_dirs_and_implicit_parents() {
         E::File("b", 0o644, b"B"),
     ])))];
     let fs = ImageFs::from_layer_readers(only, &|p, size| p == "/b" && size == 1).unwrap();
-    assert_eq!((fs.content("/a"), fs.content("/b")), (None, Some(&b"B"[..])));
+    assert_eq!(
+        (fs.content("/a"), fs.content("/b")),
+        (None, Some(&b"B"[..]))
+    );
 }
 
 #[test]
@@ -107,9 +117,18 @@ fn whiteouts_and_opaque_directories() {
             E::File("c/.wh..wh.plnk", 0o644, b""),
         ]),
     ]);
-    assert!(fs.get("/a/x").is_none() && fs.get("/a/sub/y").is_none(), "lower hidden");
-    assert!(fs.get("/a/new").is_some(), "same layer, before the marker, kept");
-    assert!(fs.get("/a/sub/later").is_some(), "same layer, after the marker, kept");
+    assert!(
+        fs.get("/a/x").is_none() && fs.get("/a/sub/y").is_none(),
+        "lower hidden"
+    );
+    assert!(
+        fs.get("/a/new").is_some(),
+        "same layer, before the marker, kept"
+    );
+    assert!(
+        fs.get("/a/sub/later").is_some(),
+        "same layer, after the marker, kept"
+    );
     assert!(fs.get("/b").is_none() && fs.get("/b/z").is_none());
     assert!(fs.get("/c/keep").is_some());
     assert!(fs.get("/c/.wh..wh.plnk").is_none() && fs.get("/.wh.b").is_none());
@@ -118,11 +137,22 @@ fn whiteouts_and_opaque_directories() {
 #[test]
 fn entries_follow_symlinked_parents() {
     let fs = load(&[
-        layer(&[E::Dir("usr/bin", 0o755), E::Link("bin", "usr/bin"), E::Link("lib64", "/usr/lib64")]),
-        layer(&[E::File("bin/x", 0o755, b"x"), E::File("lib64/ld.so", 0o755, b"l")]),
+        layer(&[
+            E::Dir("usr/bin", 0o755),
+            E::Link("bin", "usr/bin"),
+            E::Link("lib64", "/usr/lib64"),
+        ]),
+        layer(&[
+            E::File("bin/x", 0o755, b"x"),
+            E::File("lib64/ld.so", 0o755, b"l"),
+        ]),
     ]);
     assert!(fs.get("/usr/bin/x").is_some() && fs.get("/bin/x").is_none());
-    assert_eq!(kind(&fs, "/usr/lib64"), Some(NodeKind::Dir), "dangling target made");
+    assert_eq!(
+        kind(&fs, "/usr/lib64"),
+        Some(NodeKind::Dir),
+        "dangling target made"
+    );
     assert!(fs.get("/usr/lib64/ld.so").is_some());
 }
 
@@ -133,7 +163,10 @@ fn replacing_kinds() {
         layer(&[E::File("d", 0o600, b"now a file"), E::Dir("f", 0o700)]),
     ]);
     assert_eq!(kind(&fs, "/d"), Some(NodeKind::File));
-    assert!(fs.get("/d/f").is_none(), "the subtree went with the directory");
+    assert!(
+        fs.get("/d/f").is_none(),
+        "the subtree went with the directory"
+    );
     assert_eq!(fs.get("/f").unwrap().kind, NodeKind::Dir);
     let bad: Vec<Box<dyn Read>> = vec![Box::new(std::io::Cursor::new(layer(&[
         E::File("f", 0o644, b"2"),
@@ -150,7 +183,10 @@ fn hard_links_keep_their_data() {
         layer(&[E::File(".wh.a", 0o644, b"")]),
     ]);
     let b = fs.get("/b").unwrap();
-    assert_eq!((b.kind.clone(), b.size, b.mode), (NodeKind::Hardlink("/a".into()), 4, 0o755));
+    assert_eq!(
+        (b.kind.clone(), b.size, b.mode),
+        (NodeKind::Hardlink("/a".into()), 4, 0o755)
+    );
     assert_eq!(fs.content("/b").unwrap(), b"data");
     assert!(fs.get("/a").is_none());
 }
@@ -170,10 +206,24 @@ fn resolving_symlinks() {
         E::File("file", 0o644, b""),
     ])]);
     let r = |p, f| fs.resolve(p, f);
-    assert_eq!(r("/lib64/libc.so", true).as_deref(), Some("/usr/lib/x86_64-linux-gnu/libc.so.6"));
-    assert_eq!(r("/lib64/libc.so", false).as_deref(), Some("/usr/lib/libc.so"));
-    assert_eq!(r("/up/lib", true).as_deref(), Some("/usr/lib"), "`..` stops at /");
-    assert_eq!(r("/lib/../etc", true).as_deref(), Some("/usr/etc"), "`..` after a symlink");
+    assert_eq!(
+        r("/lib64/libc.so", true).as_deref(),
+        Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    );
+    assert_eq!(
+        r("/lib64/libc.so", false).as_deref(),
+        Some("/usr/lib/libc.so")
+    );
+    assert_eq!(
+        r("/up/lib", true).as_deref(),
+        Some("/usr/lib"),
+        "`..` stops at /"
+    );
+    assert_eq!(
+        r("/lib/../etc", true).as_deref(),
+        Some("/usr/etc"),
+        "`..` after a symlink"
+    );
     assert_eq!(r("/loop1", true), None);
     assert_eq!(r("/loop1", false).as_deref(), Some("/loop1"));
     assert_eq!(r("/file/x", true), None, "a file is no directory");
@@ -194,7 +244,10 @@ fn compressed_layers() {
         &|_, _| false,
     )
     .unwrap_err();
-    assert!(matches!(err, ImageFsError::Layer { layer: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageFsError::Layer { layer: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -205,14 +258,27 @@ fn users_and_groups() {
     ])]);
     assert_eq!(lookup_user(&fs, "app"), Ok((1000, 1001)));
     assert_eq!(lookup_user(&fs, "app:staff"), Ok((1000, 50)));
-    assert_eq!(lookup_user(&fs, "33"), Ok((33, 44)), "numeric with an entry: its group");
+    assert_eq!(
+        lookup_user(&fs, "33"),
+        Ok((33, 44)),
+        "numeric with an entry: its group"
+    );
     assert_eq!(lookup_user(&fs, "4242"), Ok((4242, 0)));
     assert_eq!(lookup_chown(&fs, "4242"), Ok((4242, 4242)));
     assert_eq!(lookup_user(&fs, "7:8"), Ok((7, 8)));
     let e = lookup_user(&fs, "nobody").unwrap_err();
-    assert_eq!(e.to_string(), "unable to find user nobody: no matching entries in passwd file");
-    assert!(lookup_user(&fs, "app:wheel").unwrap_err().to_string().contains("group wheel"));
-    assert!(matches!(lookup_user(&fs, "a:b:c"), Err(UserError::Invalid(_))));
+    assert_eq!(
+        e.to_string(),
+        "unable to find user nobody: no matching entries in passwd file"
+    );
+    assert!(lookup_user(&fs, "app:wheel")
+        .unwrap_err()
+        .to_string()
+        .contains("group wheel"));
+    assert!(matches!(
+        lookup_user(&fs, "a:b:c"),
+        Err(UserError::Invalid(_))
+    ));
     assert!(user_files("/etc/group", 10) && !user_files("/etc/shadow", 10));
 }
 
@@ -226,7 +292,14 @@ fn sniffing_elf_and_scripts() {
         E::File("etc/motd", 0o644, b"hello"),
     ])))];
     let keep = |_: &str, _: u64| false;
-    let fs = ImageFs::load_with(readers, &LoadOptions { keep: &keep, sniff: true }).unwrap();
+    let fs = ImageFs::load_with(
+        here(readers),
+        &LoadOptions {
+            keep: &keep,
+            sniff: true,
+        },
+    )
+    .unwrap();
     assert!(matches!(fs.sniff("/bin/busybox"), Some(Sniff::Elf(i)) if i.interpreter.is_none()));
     assert!(matches!(fs.sniff("/bin/s"), Some(Sniff::Script(l)) if l == "/bin/sh -e"));
     assert!(matches!(fs.sniff("/bin/bad"), Some(Sniff::BadElf(_))));
@@ -249,8 +322,12 @@ fn extracting_a_directory_and_a_file() {
         layer(&[E::File("app/.wh.old", 0o644, b"")]),
     ];
     let fs = load(&layers);
-    let again = || -> Vec<Box<dyn Read>> {
-        layers.iter().map(|l| Box::new(std::io::Cursor::new(l.clone())) as Box<dyn Read>).collect()
+    let again = || {
+        let v: Vec<Box<dyn Read>> = layers
+            .iter()
+            .map(|l| Box::new(std::io::Cursor::new(l.clone())) as Box<dyn Read>)
+            .collect();
+        here(v)
     };
     let d = tempfile::tempdir().unwrap();
     let out = extract::extract_from(&fs, again(), "/link-to-app", d.path()).unwrap();
@@ -260,13 +337,26 @@ fn extracting_a_directory_and_a_file() {
     assert_eq!(out.bytes, 20);
     let run = std::fs::metadata(d.path().join("run")).unwrap();
     assert_eq!((run.mode() & 0o7777, run.mtime()), (0o4755, 1000));
-    assert_eq!(std::fs::read(d.path().join("run2")).unwrap(), b"#!/bin/sh\n");
-    assert_eq!(std::fs::read_link(d.path().join("cur")).unwrap(), Path::new("run"));
+    assert_eq!(
+        std::fs::read(d.path().join("run2")).unwrap(),
+        b"#!/bin/sh\n"
+    );
+    assert_eq!(
+        std::fs::read_link(d.path().join("cur")).unwrap(),
+        Path::new("run")
+    );
     assert!(!d.path().join("old").exists());
     let d2 = tempfile::tempdir().unwrap();
     let one = extract::extract_from(&fs, again(), "/app/cur", d2.path()).unwrap();
-    assert_eq!((one.kind, one.paths), (ExtractedKind::File, vec![PathBuf::from("cur")]));
-    assert_eq!(std::fs::read(d2.path().join("cur")).unwrap(), b"#!/bin/sh\n", "followed");
+    assert_eq!(
+        (one.kind, one.paths),
+        (ExtractedKind::File, vec![PathBuf::from("cur")])
+    );
+    assert_eq!(
+        std::fs::read(d2.path().join("cur")).unwrap(),
+        b"#!/bin/sh\n",
+        "followed"
+    );
     let err = extract::extract_from(&fs, again(), "/app/old", d2.path()).unwrap_err();
     assert!(matches!(err, ImageFsError::NotFound(_)), "{err}");
 }
@@ -276,5 +366,8 @@ fn normalizing() {
     assert_eq!(normalize("./a//b/../c/"), "/a/c");
     assert_eq!(normalize("../../x"), "/x");
     assert_eq!(normalize(""), "/");
-    assert_eq!((parent("/a/b"), parent("/a"), parent("/")), ("/a", "/", "/"));
+    assert_eq!(
+        (parent("/a/b"), parent("/a"), parent("/")),
+        ("/a", "/", "/")
+    );
 }

@@ -48,13 +48,16 @@ fn lookup(fs: &ImageFs, spec: &str, chown: bool) -> Result<(u32, u32), UserError
     let passwd = file(fs, "/etc/passwd");
     // (uid, primary gid) from passwd: name:password:uid:gid:…
     let entry = |pred: &dyn Fn(&[&str]) -> bool| -> Option<(u32, u32)> {
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find_map(|f| {
-            if f.len() >= 4 && pred(&f) {
-                Some((f[2].parse().ok()?, f[3].parse().ok()?))
-            } else {
-                None
-            }
-        })
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find_map(|f| {
+                if f.len() >= 4 && pred(&f) {
+                    Some((f[2].parse().ok()?, f[3].parse().ok()?))
+                } else {
+                    None
+                }
+            })
     };
     let (uid, primary) = match user.parse::<u32>() {
         Ok(uid) => {

@@ -30,15 +30,14 @@ pub use copy::{
     CopyStats,
 };
 pub use dest::{EmptyLower, LowerFs, LowerKind};
-pub use writer::LayerWriter;
+pub use writer::{LayerWriter, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
 
 use crate::context::ContextError;
 
 /// How a layer is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip, at Go's `gzip.DefaultCompression` (level 6), what docker and
-    /// BuildKit write.
+    /// gzip (level [`writer::DEFAULT_GZIP_LEVEL`] unless told).
     Gzip,
     /// zstd at level 3, BuildKit's default (`zstd.SpeedDefault`).
     Zstd,

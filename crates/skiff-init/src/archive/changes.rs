@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::pack::{fs_error, header, write_error, ArchiveStream, ChunkSink, ExactSize, QUEUE};
+use super::pack::{
+    fs_error, header, special_header, write_error, ArchiveStream, ChunkSink, ExactSize, QUEUE,
+};
 use crate::guest::container_root::ChangesDirs;
 
 /// Written by skiff-init into every container's root.
@@ -118,19 +120,7 @@ fn write_all(archive: &mut Archive, upper: &Path) -> Result<(), Status> {
             archive
                 .append_link(&mut h, &name, to)
                 .map_err(|e| fs_error(&path, &e))?;
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_fifo() {
-                EntryType::Fifo
-            } else if ft.is_char_device() {
-                EntryType::Char
-            } else {
-                EntryType::Block
-            };
-            let mut h = header(&meta, kind, 0);
-            let dev = meta.rdev();
-            h.set_device_major(rustix::fs::major(dev))
-                .and_then(|()| h.set_device_minor(rustix::fs::minor(dev)))
-                .map_err(|e| fs_error(&path, &e))?;
+        } else if let Some(mut h) = special_header(&meta).map_err(|e| fs_error(&path, &e))? {
             append(archive, &mut h, &name, io::empty())?;
         }
         // Sockets have no tar entry; a build step's socket is its own business.

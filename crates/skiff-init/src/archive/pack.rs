@@ -165,6 +165,28 @@ fn is_pseudo_fs(path: &Path) -> bool {
     rustix::fs::statfs(path).is_ok_and(|s| PSEUDO.contains(&(s.f_type as u64)))
 }
 
+/// The header of a fifo or device node (its numbers set); `None` for
+/// anything else.
+pub(super) fn special_header(meta: &Metadata) -> io::Result<Option<Header>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_fifo() {
+        EntryType::Fifo
+    } else if ft.is_char_device() {
+        EntryType::Char
+    } else if ft.is_block_device() {
+        EntryType::Block
+    } else {
+        return Ok(None);
+    };
+    let mut h = header(meta, kind, 0);
+    if !ft.is_fifo() {
+        let dev = meta.rdev();
+        h.set_device_major(rustix::fs::major(dev))?;
+        h.set_device_minor(rustix::fs::minor(dev))?;
+    }
+    Ok(Some(h))
+}
+
 pub(super) fn header(meta: &Metadata, kind: EntryType, size: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
@@ -220,21 +242,8 @@ fn append(
         };
         let mut h = header(meta, EntryType::Symlink, 0);
         archive.append_link(&mut h, name, to)
-    } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-        let kind = if ft.is_fifo() {
-            EntryType::Fifo
-        } else if ft.is_char_device() {
-            EntryType::Char
-        } else {
-            EntryType::Block
-        };
-        let mut h = header(meta, kind, 0);
-        if !ft.is_fifo() {
-            let dev = meta.rdev();
-            h.set_device_major(rustix::fs::major(dev))
-                .and_then(|()| h.set_device_minor(rustix::fs::minor(dev)))
-                .map_err(|e| fs_error(path, &e))?;
-        }
+    } else if let Some(h) = special_header(meta).map_err(|e| fs_error(path, &e))? {
+        let mut h = h;
         archive.append_data(&mut h, name, io::empty())
     } else {
         // A socket: tar has no such entry.

@@ -57,6 +57,10 @@ pub struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value_t)]
     pub compression: CompressionArg,
+    /// Compression level: gzip 1–9 (default 1, the fastest; docker writes
+    /// 6, about a quarter smaller and 2.5× slower), zstd 1–19 (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: Option<i32>,
     /// A label for the image (KEY=VALUE).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -72,6 +76,26 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Forget every cached build step (their layers go with the next
+    /// `skiff image prune` unless an image uses them).
+    Prune,
+}
+
+pub fn builder(ctx: &Context, c: BuilderCommand) -> anyhow::Result<()> {
+    match c {
+        BuilderCommand::Prune => {
+            let store = ctx.store()?;
+            let n = executor::Cache::new(&store)
+                .prune()
+                .context("removing the build cache")?;
+            println!("Removed {n} cached build step{}", if n == 1 { "" } else { "s" });
+            Ok(())
+        }
+    }
 }
 
 pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
@@ -114,6 +138,7 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
             CompressionArg::Zstd => Compression::Zstd,
             CompressionArg::Uncompressed => Compression::Uncompressed,
         },
+        compression_level: a.compression_level,
         epoch,
         labels: super::labels(&a.labels),
         network: a.network.clone(),
@@ -161,6 +186,22 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
             Event::Warning(w) => writeln!(out, "WARNING: {w}"),
         };
     };
+    // Registered before any work: Ctrl-C, SIGTERM or SIGHUP ends the build
+    // at the next step, and a RUN step's VM at once.
+    let (stop_tx, interrupt) = tokio::sync::watch::channel(false);
+    {
+        let _enter = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+            let Ok(mut sig) = signal(kind) else { continue };
+            let tx = stop_tx.clone();
+            rt.spawn(async move {
+                while sig.recv().await.is_some() {
+                    let _ = tx.send(true);
+                }
+            });
+        }
+    }
     let mut host = Host {
         store: &store,
         paths: &paths,
@@ -169,8 +210,15 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
         resolve: &resolve,
         events: &mut events,
         options: &options,
+        interrupt,
     };
-    let built = executor::build(&mut host)?;
+    let built = match executor::build(&mut host) {
+        Err(executor::BuildError::Interrupted) => {
+            eprintln!("Error: interrupted");
+            std::process::exit(130);
+        }
+        r => r?,
+    };
     let mut records = Vec::new();
     for t in &tags {
         records.push(skiff_oci::store::ImageRecord {

@@ -487,7 +487,12 @@ impl Store {
             } else if !pid_alive(&entry.file_name().to_string_lossy()) {
                 // New blobs are named `.blob.tmp-<pid>-<n>`: a file exists before its
                 // lock does, so liveness of the writer, not the lock, decides.
-                let _ = std::fs::remove_file(&path);
+                // Directories too (a build's scratch space).
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir_all(&path);
+                } else {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
         // Atomic-write leftovers beside the index: pid-named, so check liveness.

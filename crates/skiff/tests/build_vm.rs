@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use common::{run_tool, Registry, RegistryOpts, Skiff};
 
@@ -198,7 +199,23 @@ CMD ["sh", "-c", "cat made.txt hard.txt /etc/motd; ls /opt/tree; test -e /bin/fa
     assert!(common::vm::qemu_processes_with(s.root().to_str().unwrap()).is_empty());
     assert_eq!(s.ok(&["ps", "-aq"]).stdout, "");
     let tmp: Vec<_> = fs::read_dir(s.root().join("tmp")).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(tmp.iter().all(|e| !e.file_name().to_string_lossy().starts_with("build-")), "{tmp:?}");
+    assert!(tmp.iter().all(|e| !e.file_name().to_string_lossy().contains("build-")), "{tmp:?}");
+
+    // kill -9 of the build while its RUN step's VM runs: the VM and the
+    // step's container go with it, and the next build works.
+    fs::write(bad.join("Containerfile"), format!("FROM {base}\nRUN echo started; sleep 600\n")).unwrap();
+    let mut build = s.spawn(&["build", "-t", "killed", bad.to_str().unwrap()]);
+    let root = s.root().to_str().unwrap().to_owned();
+    common::wait_until(Duration::from_secs(60), "the RUN step's VM", || {
+        !common::vm::qemu_processes_with(&root).is_empty()
+    });
+    build.child.kill().unwrap();
+    let _ = build.child.wait();
+    common::wait_until(Duration::from_secs(30), "the VM and container to go", || {
+        common::vm::qemu_processes_with(&root).is_empty() && s.ok(&["ps", "-aq"]).stdout.is_empty()
+    });
+    fs::write(bad.join("Containerfile"), format!("FROM {base}\nRUN echo again > /again\n")).unwrap();
+    s.ok(&["build", "-q", "-t", "after", bad.to_str().unwrap()]);
 }
 
 fn layer_listing(s: &Skiff, image: &str) -> Vec<String> {

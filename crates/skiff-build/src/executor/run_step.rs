@@ -39,7 +39,9 @@ pub(super) fn run(
     let store = host.store;
     let tmp = store.tmp_dir();
     std::fs::create_dir_all(&tmp).map_err(|e| BuildError::io("creating", &tmp, e))?;
-    let changes = tmp.join(format!("build-{}.tar", skiff_util::id::random_hex::<8>()));
+    // Named for this process: the store's sweep leaves it alone while the
+    // build lives and removes it if the build was killed.
+    let changes = skiff_util::atomic::temp_sibling(&tmp.join("build-changes"));
     // The changes file is this process's: removed however the step ends.
     let _cleanup = RemoveOnDrop(&changes);
     let containers = Containers::new(host.paths);

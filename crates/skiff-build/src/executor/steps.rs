@@ -250,8 +250,9 @@ impl Builder<'_, '_> {
             // COPY --from: the stage's files onto the host first.
             let staged = match &from {
                 From::Image { manifest, .. } => {
+                    // Named for this process (see run_step): swept if the build dies.
                     let tmp = tempfile::Builder::new()
-                        .prefix("build-from-")
+                        .prefix(&format!(".build-from.tmp-{}-", std::process::id()))
                         .tempdir_in(b.host.store.tmp_dir())
                         .map_err(|e| BuildError::io("creating a directory in", &b.host.store.tmp_dir(), e))?;
                     let mut rels = Vec::new();

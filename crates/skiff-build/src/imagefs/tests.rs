@@ -371,3 +371,39 @@ fn normalizing() {
         ("/a", "/", "/")
     );
 }
+
+/// Layers from the store are decompressed on a thread of their own: many
+/// chunks arrive whole and in order, and errors on either side end the read.
+#[test]
+fn threaded_layers() {
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let plain = layer(&[E::File("big", 0o644, &big), E::File("after", 0o644, b"end")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let threaded = |bytes: Vec<u8>| vec![Layer::Threaded(Box::new(std::io::Cursor::new(bytes)))];
+    let keep = |_: &str, _: u64| true;
+    let opts = LoadOptions {
+        keep: &keep,
+        sniff: false,
+    };
+    let fs = ImageFs::load_with(threaded(gz.clone()), &opts).unwrap();
+    assert!(fs.content("/big").unwrap() == &big[..]);
+    assert_eq!(fs.content("/after").unwrap(), b"end");
+    let err = ImageFs::load_with(threaded(b"BZh91AY&SY".to_vec()), &opts).unwrap_err();
+    assert!(
+        matches!(err, ImageFsError::Layer { layer: 1, .. }),
+        "{err:?}"
+    );
+    let err = ImageFs::load_with(threaded(gz[..gz.len() / 2].to_vec()), &opts).unwrap_err();
+    assert!(
+        matches!(err, ImageFsError::Read { layer: 1, .. }),
+        "{err:?}"
+    );
+    // The reader failing first (a bad entry) stops the thread too.
+    let bad = layer(&[E::File("f", 0o644, &big), E::File("f/g", 0o644, b"")]);
+    let err = ImageFs::load_with(threaded(bad), &opts).unwrap_err();
+    assert!(matches!(err, ImageFsError::Entry { .. }), "{err:?}");
+}

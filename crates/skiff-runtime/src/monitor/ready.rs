@@ -28,12 +28,15 @@ pub enum ReadyMsg {
 /// The monitor's end.
 pub struct ReadyWriter {
     file: Option<std::fs::File>,
+    /// A write failed: the starter is gone (killed while the VM booted).
+    starter_gone: bool,
 }
 
 impl ReadyWriter {
     pub fn new(fd: Option<OwnedFd>) -> Self {
         Self {
             file: fd.map(std::fs::File::from),
+            starter_gone: false,
         }
     }
 
@@ -46,6 +49,7 @@ impl ReadyWriter {
         line.push(b'\n');
         if f.write_all(&line).is_err() {
             self.file = None;
+            self.starter_gone = true;
             return false;
         }
         true
@@ -62,8 +66,13 @@ impl ReadyWriter {
             .file
             .as_ref()
             .and_then(|f| f.as_fd().try_clone_to_owned().ok());
+        let gone = self.starter_gone;
         async move {
             let Some(fd) = fd else {
+                // A starter whose pipe broke will never attach.
+                if gone {
+                    return;
+                }
                 return std::future::pending().await;
             };
             // A pipe's writer sees POLLERR once the reader is gone.

@@ -8,6 +8,7 @@ PACKAGES=(
   skopeo            # an independent registry client the tests check against
   umoci             # builds test images offline
   busybox-static    # content for test images
+  musl              # a musl image for image check's tests (ld-musl + libc)
   apache2-utils     # htpasswd, for the Basic-auth registry in the tests
   jq curl ca-certificates python3 bc
   e2fsprogs

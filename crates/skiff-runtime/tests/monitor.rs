@@ -112,6 +112,7 @@ fn config(id: &str, script: &str) -> ContainerConfig {
         binds: Vec::new(),
         volumes: Vec::new(),
         security: Default::default(),
+        changes_to: None,
     }
 }
 

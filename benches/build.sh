@@ -35,16 +35,6 @@ PODMAN=(--root "$work/podman/root" --runroot "$work/podman/run" --tmpdir "$work/
 podman "${PODMAN[@]}" load -q -i "$work/bb.tar" >/dev/null
 podman "${PODMAN[@]}" tag bench/busybox:latest "$IMG"
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-time_runs() {
-  local n=$1 t=(); shift
-  for _ in $(seq "$n"); do
-    local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
-    t+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${t[@]}" | median
-}
 
 # --- unchanged rebuild, 5 steps ---
 mkdir -p "$work/ctx5"

@@ -36,9 +36,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export SKIFF_ROOT=$work/store
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-elapsed() { echo "$2 - $1" | bc -l; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # An OCI archive of one layer, loaded into the store as bench/minbase:FMT.
@@ -87,13 +84,6 @@ peer_run() { # LAYER TAR-FLAG
   tr=$(elapsed "$t1" "$t2")
 }
 
-decompress_run() { # CMD LAYER
-  local t0 t1
-  t0=$(now)
-  $1 -dc "$2" >/dev/null
-  t1=$(now)
-  t=$(elapsed "$t0" "$t1")
-}
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 cat "$CACHE"/minbase.tar.gz "$CACHE"/minbase.tar.zst >/dev/null

@@ -30,17 +30,6 @@ bench_busybox "$work"
 reg_pid=$REGISTRY_PID
 "$SKIFF" pull -q "$IMG" >/dev/null
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# time_runs N CMD...: median wall seconds of N runs.
-time_runs() {
-  local n=$1 t=(); shift
-  for _ in $(seq "$n"); do
-    local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now)
-    t+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${t[@]}" | median
-}
 
 # --- exec ---
 "$SKIFF" run -d --name bench "$IMG" sleep 100000 >/dev/null

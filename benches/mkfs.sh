@@ -34,9 +34,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-bench-mkfs.XXXXXX")
 extract=$(mktemp -d "${SKIFF_BENCH_EXTRACT:-$work}/extract.XXXXXX")
 trap 'rm -rf "$work" "$extract"' EXIT
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-elapsed() { echo "$2 - $1" | bc -l; }
 
 # One skiff run: seconds and peak RSS (KiB) into $t and $rss.
 skiff_run() { # LAYER OUT
@@ -65,13 +62,6 @@ peer_run() { # LAYER TAR-FLAG SIZE-KIB
   tm=$(elapsed "$t1" "$t2")
 }
 
-decompress_run() { # CMD LAYER
-  local t0 t1
-  t0=$(now)
-  $1 -dc "$2" >/dev/null
-  t1=$(now)
-  t=$(elapsed "$t0" "$t1")
-}
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 # Warm the page cache and check skiff's output once.

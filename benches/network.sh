@@ -65,7 +65,6 @@ ip -n "$NS" link set vh up; ip -n "$NS-o" link set vo up
 ip -n "$NS" route add default via 198.51.100.2
 
 ratio() { echo "scale=3; $1 / $2" | bc -l; }
-now() { date +%s.%N; }
 # iperf3 from container $1 to $2:5201 for SECS seconds: Gbit/s received.
 iperf() {
   in_ns "$SKIFF" exec "$1" iperf3 -c "$2" -t "$SECS" -J > "$work/iperf.json" || true

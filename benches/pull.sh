@@ -35,8 +35,6 @@ REF=$REGISTRY/bench/debian:minbase
 skopeo copy -q --dest-tls-verify=false "oci:$CACHE/oci:latest" "docker://$REF"
 size=$(skopeo inspect --raw --tls-verify=false "docker://$REF" | jq '[.layers[].size] | add')
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 skopeo_t=() skiff_t=() repull_t=()
 for i in $(seq "$RUNS"); do

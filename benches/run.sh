@@ -79,8 +79,6 @@ while i < len(argv):
 open(sys.argv[3], 'w').write('\0'.join(out))
 PY
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 bare_t=() skiff_t=() start_t=()
 for _ in $(seq "$RUNS"); do
   t0=$(now); xargs -0 -a "$work/bare.args" sh -c 'exec "$0" "$@"' >"$work/bare.log" 2>&1 || { cat "$work/bare.log" >&2; exit 1; }; t1=$(now)

@@ -75,3 +75,25 @@ bench_busybox() {
   skopeo copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://$IMG"
   skopeo copy -q "oci:$work/oci:bb" "docker-archive:$work/bb.tar:bench/busybox:latest"
 }
+
+# Timing helpers of the benches.
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+elapsed() { echo "$2 - $1" | bc -l; }
+# time_runs N CMD...: median wall seconds of N runs (output discarded).
+time_runs() {
+  local n=$1 t=(); shift
+  for _ in $(seq "$n"); do
+    local t0 t1; t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+    t+=("$(echo "$t1 - $t0" | bc -l)")
+  done
+  printf '%s\n' "${t[@]}" | median
+}
+# decompress_run CMD LAYER: sets t to the seconds `CMD -dc LAYER` takes.
+decompress_run() {
+  local t0 t1
+  t0=$(now)
+  $1 -dc "$2" >/dev/null
+  t1=$(now)
+  t=$(elapsed "$t0" "$t1")
+}

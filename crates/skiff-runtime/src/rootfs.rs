@@ -131,11 +131,15 @@ pub fn write_empty(path: &Path, size: u64, label: &str) -> Result<(), RootfsErro
         label: label.chars().take(16).collect(),
         ..Default::default()
     };
-    writer::build(std::iter::empty::<std::io::Empty>(), &mut file, &opts, &mut |_| {}).map_err(
-        |source| RootfsError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
-    )?;
+    writer::build(
+        std::iter::empty::<std::io::Empty>(),
+        &mut file,
+        &opts,
+        &mut |_| {},
+    )
+    .map_err(|source| RootfsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     file.sync_all().map_err(io("writing", path))
 }

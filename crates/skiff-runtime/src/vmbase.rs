@@ -55,21 +55,34 @@ pub fn prepare(paths: &Paths) -> Result<VmBase, VmBaseError> {
 /// The virtio-blk serial of a container's root disk.
 pub const ROOT_SERIAL: &str = "skiff-root";
 
+/// What a container's VM has besides its root disk.
+#[derive(Default)]
+pub struct VmDevices {
+    pub nics: Vec<skiff_sandbox::qemu::Nic>,
+    /// Host directories (virtio-fs).
+    pub shares: Vec<skiff_sandbox::qemu::Share>,
+    /// A build step's root is an overlayfs in the guest.
+    pub overlay: bool,
+}
+
 impl VmBase {
     /// The VM of the container in `dir`: its overlay as the root disk, the
     /// directory for the control socket and the VM's logs, its network cards
     /// and shared directories. The initramfs loads the drivers those need
-    /// (virtio-net, virtio-fs), and only those: each module is boot time.
+    /// (virtio-net, virtio-fs, overlay), and only those: each module is boot time.
     pub fn config(
         &self,
         dir: &Path,
         cpus: u32,
         memory_mib: u32,
         debug: bool,
-        nics: Vec<skiff_sandbox::qemu::Nic>,
-        shares: Vec<skiff_sandbox::qemu::Share>,
-        overlay: bool,
+        devices: VmDevices,
     ) -> Result<VmConfig, VmBaseError> {
+        let VmDevices {
+            nics,
+            shares,
+            overlay,
+        } = devices;
         let boot_timeout = std::env::var("SKIFF_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())

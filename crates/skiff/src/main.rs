@@ -142,7 +142,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         // Exit codes of its own: the container's, or 125/126/127.
         Command::Run(a) => return Ok(commands::run::run(&ctx, a, cli.debug)),
-        Command::Image(commands::image::ImageCommand::Check(a)) => return commands::check::run(&ctx, a),
+        Command::Image(commands::image::ImageCommand::Check(a)) => {
+            return commands::check::run(&ctx, a)
+        }
         Command::Build(a) => commands::build::build(&ctx, a, cli.debug),
         Command::Builder(c) => commands::build::builder(&ctx, c),
         Command::Container(c) => return container(&ctx, c, cli.debug),

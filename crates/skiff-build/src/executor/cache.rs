@@ -142,7 +142,10 @@ mod tests {
         let base = Key::base("scratch linux/amd64");
         let a = base.then(&["RUN", "ab", "c"]);
         assert_ne!(a, base.then(&["RUN", "a", "bc"]));
-        assert_eq!(a, Key::base("scratch linux/amd64").then(&["RUN", "ab", "c"]));
+        assert_eq!(
+            a,
+            Key::base("scratch linux/amd64").then(&["RUN", "ab", "c"])
+        );
         assert_ne!(a.then(&["x"]), base.then(&["x"]));
     }
 

@@ -67,7 +67,10 @@ impl ImageState {
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("the config of {}: {e}", rec.digest)))?;
         let Value::Object(full) = config else {
-            return Err(bad(format!("the config of {} is not an object", rec.digest)));
+            return Err(bad(format!(
+                "the config of {} is not an object",
+                rec.digest
+            )));
         };
         let manifest_bytes = store
             .read_small_blob(&rec.digest)
@@ -97,7 +100,7 @@ impl ImageState {
             let digest = Digest::try_from(d.digest())
                 .map_err(|e| bad(format!("a layer of {}: {e}", rec.digest)))?;
             layers.push(LayerRef {
-                media_type: oci_layer_type(&d.media_type().to_string()).to_owned(),
+                media_type: oci_layer_type(d.media_type().as_ref()).to_owned(),
                 digest,
                 size: d.size(),
                 diff_id,
@@ -105,7 +108,14 @@ impl ImageState {
         }
         // What the builder writes anew, and docker's legacy fields, go.
         let mut doc = Map::new();
-        for k in ["architecture", "os", "os.version", "variant", "config", "history"] {
+        for k in [
+            "architecture",
+            "os",
+            "os.version",
+            "variant",
+            "config",
+            "history",
+        ] {
             if let Some(v) = full.get(k) {
                 doc.insert(k.into(), v.clone());
             }
@@ -164,7 +174,10 @@ impl ImageState {
             Some(slot) => slot.1 = value.to_owned(),
             None => env.push((key.to_owned(), value.to_owned())),
         }
-        let list: Vec<Value> = env.into_iter().map(|(k, v)| json!(format!("{k}={v}"))).collect();
+        let list: Vec<Value> = env
+            .into_iter()
+            .map(|(k, v)| json!(format!("{k}={v}")))
+            .collect();
         self.config_mut().insert("Env".into(), Value::Array(list));
     }
 
@@ -215,8 +228,15 @@ impl ImageState {
     pub fn config_blob(&self, created: &str) -> Vec<u8> {
         let mut doc = self.doc.clone();
         doc.insert("created".into(), json!(created));
-        let diff_ids: Vec<Value> = self.layers.iter().map(|l| json!(l.diff_id.to_string())).collect();
-        doc.insert("rootfs".into(), json!({"type": "layers", "diff_ids": diff_ids}));
+        let diff_ids: Vec<Value> = self
+            .layers
+            .iter()
+            .map(|l| json!(l.diff_id.to_string()))
+            .collect();
+        doc.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": diff_ids}),
+        );
         // serde_json's map is ordered by key: the same state gives the same bytes.
         serde_json::to_vec(&Value::Object(doc)).expect("JSON values serialize")
     }
@@ -264,7 +284,10 @@ mod tests {
         s.set_env("A", "1");
         s.set_env("B", "2");
         s.set_env("A", "3");
-        assert_eq!(s.env(), [("A".into(), "3".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            s.env(),
+            [("A".into(), "3".into()), ("B".into(), "2".into())]
+        );
     }
 
     #[test]

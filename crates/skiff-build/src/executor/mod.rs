@@ -67,11 +67,16 @@ pub enum Event<'a> {
         text: &'a str,
     },
     /// The step's layer came from the cache.
-    CacheHit { key: &'a str },
+    CacheHit {
+        key: &'a str,
+    },
     /// Output of a RUN step, as it comes.
     Output(&'a [u8]),
     /// A layer was made.
-    Layer { digest: &'a str, size: u64 },
+    Layer {
+        digest: &'a str,
+        size: u64,
+    },
     Warning(&'a str),
 }
 
@@ -161,7 +166,11 @@ pub fn build(host: &mut Host<'_>) -> Result<Built, BuildError> {
 }
 
 /// The index of the stage to build.
-fn target_stage(file: &Containerfile, target: Option<&str>, file_name: &str) -> Result<usize, BuildError> {
+fn target_stage(
+    file: &Containerfile,
+    target: Option<&str>,
+    file_name: &str,
+) -> Result<usize, BuildError> {
     match target {
         None => Ok(file.stages.len().saturating_sub(1)),
         Some(t) => file.stage_named(t).map(|(i, _)| i).ok_or_else(|| {

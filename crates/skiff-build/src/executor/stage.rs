@@ -10,7 +10,9 @@ use skiff_oci::Platform;
 use super::cache::{Cache, Key};
 use super::image::ImageState;
 use super::{BuildError, Built, Event, Host};
-use crate::containerfile::{Command, Containerfile, Expander, Healthcheck, Instruction, Stage, Step};
+use crate::containerfile::{
+    Command, Containerfile, Expander, Healthcheck, Instruction, Stage, Step,
+};
 use crate::context::Context;
 
 /// docker's default SHELL.
@@ -165,10 +167,19 @@ impl<'h, 'a> Builder<'h, 'a> {
     }
 
     fn target_platform(&self) -> Platform {
-        self.host.options.platform.clone().unwrap_or_else(Platform::host)
+        self.host
+            .options
+            .platform
+            .clone()
+            .unwrap_or_else(Platform::host)
     }
 
-    fn expand_with(&self, vars: &BTreeMap<String, String>, raw: &str, line: usize) -> Result<String, BuildError> {
+    fn expand_with(
+        &self,
+        vars: &BTreeMap<String, String>,
+        raw: &str,
+        line: usize,
+    ) -> Result<String, BuildError> {
         let lookup = |k: &str| vars.get(k).cloned();
         Expander {
             escape: self.file.escape,
@@ -234,7 +245,8 @@ impl<'h, 'a> Builder<'h, 'a> {
         let platform = match &stage.platform {
             Some(p) => {
                 let p = self.expand_with(&self.global, p, stage.line)?;
-                Platform::parse(&p).map_err(|e| BuildError::Step(format!("{}: {e}", self.at(stage.line))))?
+                Platform::parse(&p)
+                    .map_err(|e| BuildError::Step(format!("{}: {e}", self.at(stage.line))))?
             }
             None => self.target_platform(),
         };
@@ -243,13 +255,26 @@ impl<'h, 'a> Builder<'h, 'a> {
             name: stage.name.as_deref(),
             base: &base,
         });
-        let from_text = format!("FROM {base}{}", stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default());
+        let from_text = format!(
+            "FROM {base}{}",
+            stage
+                .name
+                .as_ref()
+                .map(|n| format!(" AS {n}"))
+                .unwrap_or_default()
+        );
         self.next_step(&from_text);
         let (image, key) = if base.eq_ignore_ascii_case("scratch") {
-            (ImageState::scratch(&platform), Key::base(&format!("scratch {platform}")))
+            (
+                ImageState::scratch(&platform),
+                Key::base(&format!("scratch {platform}")),
+            )
         } else if let Some(j) = self.stage_ref(&base, index) {
             let r = self.done[j].clone().ok_or_else(|| {
-                BuildError::Step(format!("{}: stage {base} was not built", self.at(stage.line)))
+                BuildError::Step(format!(
+                    "{}: stage {base} was not built",
+                    self.at(stage.line)
+                ))
             })?;
             (r.image, r.key)
         } else {
@@ -281,7 +306,12 @@ impl<'h, 'a> Builder<'h, 'a> {
         })
     }
 
-    pub fn expander_word(&self, cur: &Current, raw: &str, line: usize) -> Result<String, BuildError> {
+    pub fn expander_word(
+        &self,
+        cur: &Current,
+        raw: &str,
+        line: usize,
+    ) -> Result<String, BuildError> {
         let lookup = |k: &str| cur.lookup(k);
         Expander {
             escape: self.file.escape,
@@ -291,7 +321,12 @@ impl<'h, 'a> Builder<'h, 'a> {
         .map_err(|e| BuildError::Step(format!("{}: {e}", self.at(line))))
     }
 
-    fn expander_words(&self, cur: &Current, raw: &str, line: usize) -> Result<Vec<String>, BuildError> {
+    fn expander_words(
+        &self,
+        cur: &Current,
+        raw: &str,
+        line: usize,
+    ) -> Result<Vec<String>, BuildError> {
         let lookup = |k: &str| cur.lookup(k);
         Expander {
             escape: self.file.escape,
@@ -330,12 +365,16 @@ impl<'h, 'a> Builder<'h, 'a> {
                     shown.push(format!("{k}={v}"));
                     cur.image.set_env(&k, &v);
                 }
-                cur.image.push(&created, &format!("ENV {}", shown.join(" ")), None);
+                cur.image
+                    .push(&created, &format!("ENV {}", shown.join(" ")), None);
             }
             Instruction::Label(pairs) => {
                 let mut out = Vec::new();
                 for (k, v) in pairs {
-                    out.push((self.expander_word(cur, k, line)?, self.expander_word(cur, v, line)?));
+                    out.push((
+                        self.expander_word(cur, k, line)?,
+                        self.expander_word(cur, v, line)?,
+                    ));
                 }
                 let labels = labels_mut(&mut cur.image);
                 for (k, v) in out {
@@ -350,7 +389,9 @@ impl<'h, 'a> Builder<'h, 'a> {
                 } else {
                     format!("{}/{w}", cur.image.working_dir())
                 });
-                cur.image.config_mut().insert("WorkingDir".into(), json!(dir));
+                cur.image
+                    .config_mut()
+                    .insert("WorkingDir".into(), json!(dir));
                 self.workdir(cur, &dir, &step.text)?;
             }
             Instruction::User(raw) => {
@@ -367,7 +408,11 @@ impl<'h, 'a> Builder<'h, 'a> {
                 let mut ports = Vec::new();
                 for r in raw {
                     for p in self.expander_words(cur, r, line)? {
-                        ports.push(if p.contains('/') { p } else { format!("{p}/tcp") });
+                        ports.push(if p.contains('/') {
+                            p
+                        } else {
+                            format!("{p}/tcp")
+                        });
                     }
                 }
                 let map = object_mut(&mut cur.image, "ExposedPorts");
@@ -393,7 +438,9 @@ impl<'h, 'a> Builder<'h, 'a> {
             }
             Instruction::Entrypoint(c) => {
                 let argv = command_argv(c, &cur.shell);
-                cur.image.config_mut().insert("Entrypoint".into(), json!(argv));
+                cur.image
+                    .config_mut()
+                    .insert("Entrypoint".into(), json!(argv));
                 // docker: an ENTRYPOINT drops a CMD inherited from the base.
                 if !cur.cmd_set {
                     cur.image.config_mut().remove("Cmd");
@@ -420,7 +467,13 @@ impl<'h, 'a> Builder<'h, 'a> {
 }
 
 fn predefined(k: &str) -> bool {
-    const PROXY: &[&str] = &["HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"];
+    const PROXY: &[&str] = &[
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
     PROXY.iter().any(|p| p.eq_ignore_ascii_case(k)) || k == "SOURCE_DATE_EPOCH"
 }
 
@@ -432,7 +485,10 @@ fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
         m.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        m.insert(format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default());
+        m.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     m
 }
@@ -477,7 +533,9 @@ fn healthcheck_json(h: &Healthcheck, _shell: &[String]) -> Value {
             retries,
         } => {
             let test: Vec<String> = match test {
-                Command::Exec(v) => std::iter::once("CMD".to_owned()).chain(v.iter().cloned()).collect(),
+                Command::Exec(v) => std::iter::once("CMD".to_owned())
+                    .chain(v.iter().cloned())
+                    .collect(),
                 Command::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
             };
             let mut m = serde_json::Map::new();

@@ -27,6 +27,10 @@ impl LowerFs for Lower<'_> {
 
 type Blob<'a> = &'a mut skiff_oci::store::BlobWriter;
 
+/// What a layer step does on a cache miss: the layer it made, if any.
+type MakeLayer<'m, 'h, 'a> =
+    dyn FnMut(&mut Builder<'h, 'a>, &mut Current) -> Result<Option<LayerDigests>, BuildError> + 'm;
+
 /// A layer written straight into the store by `fill`.
 fn write_layer(
     b: &Builder<'_, '_>,
@@ -43,14 +47,14 @@ fn write_layer(
     Ok(d)
 }
 
-impl Builder<'_, '_> {
+impl<'h, 'a> Builder<'h, 'a> {
     /// A layer step: the cache's layer for `key_parts`, or `make`'s.
     fn layer_step(
         &mut self,
         cur: &mut Current,
         key_parts: &[&str],
         created_by: &str,
-        make: &mut dyn FnMut(&mut Self, &mut Current) -> Result<Option<LayerDigests>, BuildError>,
+        make: &mut MakeLayer<'_, 'h, 'a>,
     ) -> Result<(), BuildError> {
         // The layer's bytes depend on how it is compressed: a build with
         // other settings does not take this one's layers.
@@ -95,16 +99,28 @@ impl Builder<'_, '_> {
             return Ok(ImageFs::from_layer_readers(Vec::new(), &|_, _| false)?);
         }
         let rec = cur.image.write(self.host.store, &self.created)?;
-        Ok(ImageFs::load(self.host.store, &rec.digest, &imagefs::user_files)?)
+        Ok(ImageFs::load(
+            self.host.store,
+            &rec.digest,
+            &imagefs::user_files,
+        )?)
     }
 
     /// WORKDIR: the directory is made (a layer) only when the image lacks it.
-    pub(super) fn workdir(&mut self, cur: &mut Current, dir: &str, text: &str) -> Result<(), BuildError> {
+    pub(super) fn workdir(
+        &mut self,
+        cur: &mut Current,
+        dir: &str,
+        text: &str,
+    ) -> Result<(), BuildError> {
         let dir = dir.to_owned();
         self.layer_step(cur, &["WORKDIR", &dir], text, &mut |b, cur| {
             let fs = b.lower(cur)?;
             let resolved = fs.resolve(&dir, true).unwrap_or_else(|| dir.clone());
-            if fs.get(&resolved).is_some_and(|n| matches!(n.kind, NodeKind::Dir)) {
+            if fs
+                .get(&resolved)
+                .is_some_and(|n| matches!(n.kind, NodeKind::Dir))
+            {
                 return Ok(None);
             }
             let mut missing = Vec::new();
@@ -118,20 +134,20 @@ impl Builder<'_, '_> {
             }
             let mtime = b.host.options.epoch.unwrap_or_else(now_secs);
             write_layer(b, |w| {
-                    for p in &missing {
-                        let e = EntryMeta {
-                            path: p.clone(),
-                            kind: EntryKind::Dir,
-                            mode: 0o755,
-                            uid: 0,
-                            gid: 0,
-                            mtime,
-                        };
-                        w.append(&e, None).map_err(BuildError::Layer)?;
-                    }
-                    Ok(())
-                })
-                .map(Some)
+                for p in &missing {
+                    let e = EntryMeta {
+                        path: p.clone(),
+                        kind: EntryKind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime,
+                    };
+                    w.append(&e, None).map_err(BuildError::Layer)?;
+                }
+                Ok(())
+            })
+            .map(Some)
         })
     }
 
@@ -153,9 +169,16 @@ impl Builder<'_, '_> {
         }
         let chown = c.chown.as_deref().map(|s| word(self, cur, s)).transpose()?;
         let chmod = match c.chmod.as_deref().map(|s| word(self, cur, s)).transpose()? {
-            Some(m) => Some(u32::from_str_radix(&m, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
-                BuildError::Step(format!("{at}: --chmod={m} is not an octal mode such as 755"))
-            })?),
+            Some(m) => Some(
+                u32::from_str_radix(&m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| {
+                        BuildError::Step(format!(
+                            "{at}: --chmod={m} is not an octal mode such as 755"
+                        ))
+                    })?,
+            ),
             None => None,
         };
         let mut paths = Vec::new();
@@ -191,18 +214,25 @@ impl Builder<'_, '_> {
         // The source: the context, or an earlier stage or image.
         enum From {
             Context(Vec<crate::context::Selected>),
-            Image { manifest: skiff_oci::Digest, key: String },
+            Image {
+                manifest: skiff_oci::Digest,
+                key: String,
+            },
         }
         let from = match c.from.as_deref() {
             None => From::Context(if paths.is_empty() {
                 Vec::new()
             } else {
-                self.context.select(&paths).map_err(|e| BuildError::Step(format!("{at}: {e}")))?
+                self.context
+                    .select(&paths)
+                    .map_err(|e| BuildError::Step(format!("{at}: {e}")))?
             }),
             Some(raw) => {
                 let name = word(self, cur, raw)?;
                 if add {
-                    return Err(BuildError::Step(format!("{at}: ADD has no --from; use COPY --from")));
+                    return Err(BuildError::Step(format!(
+                        "{at}: ADD has no --from; use COPY --from"
+                    )));
                 }
                 match self.stage_ref(&name, index) {
                     Some(j) => {
@@ -216,8 +246,9 @@ impl Builder<'_, '_> {
                         }
                     }
                     None => {
-                        let rec = (self.host.resolve)(&name, &cur.platform)
-                            .map_err(|e| BuildError::Step(format!("{at}: COPY --from={name}: {e}")))?;
+                        let rec = (self.host.resolve)(&name, &cur.platform).map_err(|e| {
+                            BuildError::Step(format!("{at}: COPY --from={name}: {e}"))
+                        })?;
                         From::Image {
                             key: rec.digest.to_string(),
                             manifest: rec.digest,
@@ -234,7 +265,14 @@ impl Builder<'_, '_> {
             From::Image { key, .. } => format!("{key}\0{}", paths.join("\0")),
         };
         let mtime = self.host.options.epoch.unwrap_or_else(now_secs);
-        let parts = [verb, &dest, &chown_text, &chmod_text, &source_key, &heredoc_text];
+        let parts = [
+            verb,
+            &dest,
+            &chown_text,
+            &chmod_text,
+            &source_key,
+            &heredoc_text,
+        ];
         self.layer_step(cur, &parts, &text, &mut |b, cur| {
             let fs = b.lower(cur)?;
             let owner = match &chown {
@@ -244,7 +282,10 @@ impl Builder<'_, '_> {
                 ),
                 None => None,
             };
-            let o = CopyOptions { chown: owner, chmod };
+            let o = CopyOptions {
+                chown: owner,
+                chmod,
+            };
             let lower = Lower(&fs);
             let step_err = |e: layer::LayerError| BuildError::Step(format!("{at}: {e}"));
             // COPY --from: the stage's files onto the host first.
@@ -254,12 +295,19 @@ impl Builder<'_, '_> {
                     let tmp = tempfile::Builder::new()
                         .prefix(&format!(".build-from.tmp-{}-", std::process::id()))
                         .tempdir_in(b.host.store.tmp_dir())
-                        .map_err(|e| BuildError::io("creating a directory in", &b.host.store.tmp_dir(), e))?;
+                        .map_err(|e| {
+                            BuildError::io("creating a directory in", &b.host.store.tmp_dir(), e)
+                        })?;
                     let mut rels = Vec::new();
                     for (i, p) in paths.iter().enumerate() {
                         let dir = tmp.path().join(i.to_string());
-                        std::fs::create_dir(&dir).map_err(|e| BuildError::io("creating", &dir, e))?;
-                        let src = if p.starts_with('/') { p.clone() } else { format!("/{p}") };
+                        std::fs::create_dir(&dir)
+                            .map_err(|e| BuildError::io("creating", &dir, e))?;
+                        let src = if p.starts_with('/') {
+                            p.clone()
+                        } else {
+                            format!("/{p}")
+                        };
                         let got = imagefs::extract(b.host.store, manifest, &src, &dir)
                             .map_err(|e| BuildError::Step(format!("{at}: COPY --from: {e}")))?;
                         rels.push(match got.kind {
@@ -276,29 +324,36 @@ impl Builder<'_, '_> {
             };
             let ctx = b.context;
             write_layer(b, |w| {
-                    match (&from, &staged) {
-                        (From::Context(sel), _) if !sel.is_empty() => {
-                            if add {
-                                layer::add_local(w, ctx, sel, &dest, &o, &lower).map_err(step_err)?;
-                            } else {
-                                layer::copy_from_context(w, ctx, sel, &dest, &o, &lower).map_err(step_err)?;
-                            }
+                match (&from, &staged) {
+                    (From::Context(sel), _) if !sel.is_empty() => {
+                        if add {
+                            layer::add_local(w, ctx, sel, &dest, &o, &lower).map_err(step_err)?;
+                        } else {
+                            layer::copy_from_context(w, ctx, sel, &dest, &o, &lower)
+                                .map_err(step_err)?;
                         }
-                        (_, Some((tmp, rels))) => {
-                            layer::copy_from_dir(w, tmp.path(), rels, &dest, &o, &lower).map_err(step_err)?;
-                        }
-                        _ => {}
                     }
-                    if !heredocs.is_empty() {
-                        layer::copy_bytes(w, &heredocs, &dest, &o, &lower, mtime).map_err(step_err)?;
+                    (_, Some((tmp, rels))) => {
+                        layer::copy_from_dir(w, tmp.path(), rels, &dest, &o, &lower)
+                            .map_err(step_err)?;
                     }
-                    Ok(())
-                })
-                .map(Some)
+                    _ => {}
+                }
+                if !heredocs.is_empty() {
+                    layer::copy_bytes(w, &heredocs, &dest, &o, &lower, mtime).map_err(step_err)?;
+                }
+                Ok(())
+            })
+            .map(Some)
         })
     }
 
-    pub(super) fn run_step(&mut self, cur: &mut Current, step: &Step, c: &Command) -> Result<(), BuildError> {
+    pub(super) fn run_step(
+        &mut self,
+        cur: &mut Current,
+        step: &Step,
+        c: &Command,
+    ) -> Result<(), BuildError> {
         let at = self.at(step.line);
         let host = skiff_oci::Platform::host();
         if cur.platform.architecture != host.architecture {
@@ -308,7 +363,12 @@ impl Builder<'_, '_> {
             )));
         }
         let argv = command_argv(c, &cur.shell);
-        let image_env: Vec<String> = cur.image.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let image_env: Vec<String> = cur
+            .image
+            .env()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         // Build args reach RUN as environment, below the image's own ENV.
         let env: Vec<String> = cur
             .args
@@ -347,4 +407,3 @@ fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-

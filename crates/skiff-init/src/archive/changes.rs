@@ -71,7 +71,10 @@ fn write_all(archive: &mut Archive, upper: &Path) -> Result<(), Status> {
         }
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
-            let file = name.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+            let file = name
+                .file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default();
             let wh = name.with_file_name(format!(".wh.{file}"));
             let mut h = header(&meta, EntryType::Regular, 0);
             h.set_mode(0o644);
@@ -129,7 +132,12 @@ fn write_all(archive: &mut Archive, upper: &Path) -> Result<(), Status> {
     archive.get_mut().send().map_err(|e| write_error(&e))
 }
 
-fn append(archive: &mut Archive, h: &mut Header, name: &Path, data: impl io::Read) -> Result<(), Status> {
+fn append(
+    archive: &mut Archive,
+    h: &mut Header,
+    name: &Path,
+    data: impl io::Read,
+) -> Result<(), Status> {
     archive
         .append_data(h, name, data)
         .map_err(|e| write_error(&e))

@@ -120,7 +120,11 @@ pub async fn setup(req: &ContainerSetup) -> Result<Option<ChangesDirs>, SetupErr
 /// directory on `upper_device` above. Plain overlayfs semantics (no
 /// redirects, no metacopy, no index), so the upper directory holds whole
 /// files, whiteouts and opaque markers only: it translates to a layer as is.
-fn mount_overlay(device: &str, fstype: &str, upper_device: &str) -> Result<ChangesDirs, SetupError> {
+fn mount_overlay(
+    device: &str,
+    fstype: &str,
+    upper_device: &str,
+) -> Result<ChangesDirs, SetupError> {
     for dir in [LOWER, CHANGES] {
         std::fs::create_dir_all(dir).map_err(std_err(format!("creating {dir}")))?;
     }
@@ -136,8 +140,14 @@ fn mount_overlay(device: &str, fstype: &str, upper_device: &str) -> Result<Chang
         "lowerdir={LOWER},upperdir={CHANGES}/upper,workdir={CHANGES}/work,redirect_dir=off,index=off,metacopy=off"
     ))
     .map_err(|e| std_err("overlay options")(io::Error::other(e)))?;
-    rustix::mount::mount("overlay", NEW_ROOT, "overlay", MountFlags::empty(), Some(options.as_c_str()))
-        .map_err(io_err(format!("mounting the overlay on {NEW_ROOT}")))?;
+    rustix::mount::mount(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        MountFlags::empty(),
+        Some(options.as_c_str()),
+    )
+    .map_err(io_err(format!("mounting the overlay on {NEW_ROOT}")))?;
     let open = |path: &str| {
         rustix::fs::open(
             path,

@@ -124,9 +124,11 @@ impl Launcher for VmLauncher {
                 config.cpus,
                 config.memory_mib,
                 self.debug,
-                nics,
-                share_fds,
-                config.changes_to.is_some(),
+                vmbase::VmDevices {
+                    nics,
+                    shares: share_fds,
+                    overlay: config.changes_to.is_some(),
+                },
             )?;
             // A build step's overlay upper directory: an empty ext4 as big
             // as a volume (sparse, so it costs what the step writes).

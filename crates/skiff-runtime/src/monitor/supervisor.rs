@@ -214,7 +214,10 @@ pub(crate) async fn supervise(
         let t_exit = Instant::now();
         if let (Some(to), false, 0) = (&shared.config.changes_to, end.aborted, end.exit.code) {
             if let Err(e) = save_changes(&agent, to).await {
-                let message = format!("saving the step's changes: {}", skiff_util::error::chain(&e));
+                let message = format!(
+                    "saving the step's changes: {}",
+                    skiff_util::error::chain(&e)
+                );
                 tracing::warn!("{message}");
                 shared.update(|s| s.error = Some(message));
             }

@@ -92,7 +92,10 @@ pub fn builder(ctx: &Context, c: BuilderCommand) -> anyhow::Result<()> {
             let n = executor::Cache::new(&store)
                 .prune()
                 .context("removing the build cache")?;
-            println!("Removed {n} cached build step{}", if n == 1 { "" } else { "s" });
+            println!(
+                "Removed {n} cached build step{}",
+                if n == 1 { "" } else { "s" }
+            );
             Ok(())
         }
     }
@@ -150,9 +153,10 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
     let monitor = monitor_command(ctx, debug);
     let rt = runtime()?;
     let quiet = a.quiet;
-    let resolve = |name: &str, platform: &Platform| -> Result<skiff_oci::store::ImageRecord, String> {
-        find_or_pull(ctx, name, platform, quiet).map_err(|e| crate::output::one_line(&e))
-    };
+    let resolve =
+        |name: &str, platform: &Platform| -> Result<skiff_oci::store::ImageRecord, String> {
+            find_or_pull(ctx, name, platform, quiet).map_err(|e| crate::output::one_line(&e))
+        };
     let mut out = std::io::stderr();
     let mut at_line_start = true;
     let mut events = |e: Event<'_>| {
@@ -180,7 +184,11 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
             Event::Layer { digest, size } => writeln!(
                 out,
                 "--> layer {} ({})",
-                digest.strip_prefix("sha256:").unwrap_or(digest).get(..12).unwrap_or(digest),
+                digest
+                    .strip_prefix("sha256:")
+                    .unwrap_or(digest)
+                    .get(..12)
+                    .unwrap_or(digest),
                 human_size(size)
             ),
             Event::Warning(w) => writeln!(out, "WARNING: {w}"),
@@ -192,7 +200,11 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
     {
         let _enter = rt.enter();
         use tokio::signal::unix::{signal, SignalKind};
-        for kind in [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()] {
+        for kind in [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ] {
             let Ok(mut sig) = signal(kind) else { continue };
             let tx = stop_tx.clone();
             rt.spawn(async move {
@@ -289,7 +301,8 @@ fn containerfile(context: &Path, file: Option<&Path>) -> anyhow::Result<(PathBuf
             human_size(skiff_build::containerfile::MAX_INPUT_BYTES as u64)
         );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok((path, text))
 }
 
@@ -304,7 +317,10 @@ fn find_or_pull(
     if let Ok(found) = crate::resolve::find(&store.read_index()?, &ctx.registries()?, name) {
         let config = store.read_small_blob(&found.record.config)?;
         let v: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
-        let arch = v.get("architecture").and_then(|a| a.as_str()).unwrap_or("amd64");
+        let arch = v
+            .get("architecture")
+            .and_then(|a| a.as_str())
+            .unwrap_or("amd64");
         if arch == platform.architecture {
             return Ok(found.record);
         }

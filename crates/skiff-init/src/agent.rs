@@ -414,6 +414,11 @@ impl Agent for AgentService {
         let dirs = lock(&self.inner.changes).clone().ok_or_else(|| {
             Status::failed_precondition("the container was not set up to record its changes")
         })?;
+        // The step is over: what it left running (a daemon it started)
+        // stops now, as docker ends a RUN's PID namespace, so that nothing
+        // writes while the upper directory is read.
+        self.stop_all(Duration::ZERO).await;
+        rustix::fs::sync();
         Ok(Response::new(crate::archive::changes::start(dirs)))
     }
 }

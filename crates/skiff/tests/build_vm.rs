@@ -331,7 +331,7 @@ fn copy_only_builds_are_reproducible_and_honour_the_ignore_file() {
     fs::write(d.join(".dockerignore"), "**/*.key\n").unwrap();
     fs::write(
         d.join("Dockerfile"),
-        "FROM scratch\nCOPY --chmod=640 --chown=7:8 app/ /app/\nCOPY <<EOF /etc/note\nbuilt\nEOF\nCMD [\"/app\"]\n",
+        "FROM scratch\nENV a=hello\nENV a=bye b=$a\nSHELL [\"/bin/ash\", \"-c\"]\nCOPY --chmod=640 --chown=7:8 app/ /app/\nCOPY <<EOF /etc/note\nbuilt\nEOF\nCMD [\"/app\"]\n",
     )
     .unwrap();
     let dir = d.to_str().unwrap();

@@ -65,14 +65,20 @@ pub(super) fn run(
             ..Default::default()
         },
         changes_to: Some(changes.clone()),
+        // An image's HEALTHCHECK is for its containers, not for its build.
+        health: skiff_runtime::container::HealthOptions {
+            disable: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
+    // The step's base filesystem serves this container only: it goes
+    // however the step ends.
+    let base = skiff_runtime::rootfs::cached_path(store, image);
+    let _base = RemoveOnDrop(&base);
     let c = container::create(&containers, store, image, &o, &mut |_, _| {})
         .map_err(|e| BuildError::Run(format!("{}: {e}", spec.what)))?;
-    let code = run_container(host, &containers, &c, spec);
-    // The step's base filesystem served this container only.
-    let _ = std::fs::remove_file(skiff_runtime::rootfs::cached_path(store, image));
-    let code = code?;
+    let code = run_container(host, &containers, &c, spec)?;
     if code != 0 {
         return Err(BuildError::RunFailed {
             what: spec.what.clone(),
@@ -106,14 +112,22 @@ fn run_container(
     spec: &RunSpec,
 ) -> Result<i32, BuildError> {
     let fail = |e: container::ContainerError| BuildError::Run(format!("{}: {e}", spec.what));
-    let mut started = container::start(
+    let mut started = match container::start(
         containers,
         c,
         StartOptions { attach: true },
         host.monitor,
         &mut |_| {},
-    )
-    .map_err(fail)?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // No monitor took it: nobody else removes it.
+            let _ = host
+                .runtime
+                .block_on(container::remove(containers, c, true));
+            return Err(fail(e));
+        }
+    };
     let rt = host.runtime;
     let events = &mut host.events;
     let mut interrupt = host.interrupt.clone();
@@ -140,7 +154,10 @@ fn run_container(
                         return Ok(if interrupted { None } else { Some(code) })
                     }
                     Some(SessionEvent::Started(_)) => {}
-                    None => return Ok(None),
+                    None if interrupted => return Ok(None),
+                    None => return Err(container::ContainerError::Invalid(
+                        "the step's VM ended without an exit status".into(),
+                    )),
                 },
                 r = interrupt.changed(), if !interrupted => {
                     if r.is_err() || *interrupt.borrow() {

@@ -106,7 +106,7 @@ impl<'h, 'a> Builder<'h, 'a> {
 
     pub fn run(mut self, target: usize) -> Result<Built, BuildError> {
         self.global = self.global_args()?;
-        let needed = self.needed(target);
+        let needed = self.needed(target)?;
         self.total = needed
             .iter()
             .map(|&i| 1 + self.file.stages[i].steps.len())
@@ -190,9 +190,8 @@ impl<'h, 'a> Builder<'h, 'a> {
     }
 
     /// The stage's base as written, expanded with the global ARGs.
-    fn base_of(&self, stage: &Stage) -> String {
+    fn base_of(&self, stage: &Stage) -> Result<String, BuildError> {
         self.expand_with(&self.global, &stage.base, stage.line)
-            .unwrap_or_else(|_| stage.base.clone())
     }
 
     /// An earlier stage by name or number, as FROM and COPY --from name one.
@@ -203,7 +202,7 @@ impl<'h, 'a> Builder<'h, 'a> {
     }
 
     /// The stages `target` depends on (FROM and COPY --from), in file order.
-    fn needed(&self, target: usize) -> Vec<usize> {
+    fn needed(&self, target: usize) -> Result<Vec<usize>, BuildError> {
         let mut need = BTreeSet::new();
         let mut todo = vec![target];
         while let Some(i) = todo.pop() {
@@ -211,18 +210,25 @@ impl<'h, 'a> Builder<'h, 'a> {
                 continue;
             }
             let stage = &self.file.stages[i];
-            if let Some(j) = self.stage_ref(&self.base_of(stage), i) {
+            if let Some(j) = self.stage_ref(&self.base_of(stage)?, i) {
                 todo.push(j);
             }
             for step in &stage.steps {
                 if let Instruction::Copy(c) = &step.instruction {
-                    if let Some(j) = c.from.as_deref().and_then(|f| self.stage_ref(f, i)) {
+                    // Expanded as far as the global ARGs go (a stage's own
+                    // ARGs are not known before it runs).
+                    let from = c
+                        .from
+                        .as_deref()
+                        .map(|f| self.expand_with(&self.global, f, step.line))
+                        .transpose()?;
+                    if let Some(j) = from.and_then(|f| self.stage_ref(&f, i)) {
                         todo.push(j);
                     }
                 }
             }
         }
-        need.into_iter().collect()
+        Ok(need.into_iter().collect())
     }
 
     pub fn event(&mut self, e: Event<'_>) {
@@ -241,7 +247,7 @@ impl<'h, 'a> Builder<'h, 'a> {
 
     fn stage(&mut self, index: usize) -> Result<StageResult, BuildError> {
         let stage = &self.file.stages[index];
-        let base = self.base_of(stage);
+        let base = self.base_of(stage)?;
         let platform = match &stage.platform {
             Some(p) => {
                 let p = self.expand_with(&self.global, p, stage.line)?;
@@ -285,12 +291,24 @@ impl<'h, 'a> Builder<'h, 'a> {
                 Key::base(&rec.digest.to_string()),
             )
         };
+        // SHELL is kept in the config (as docker does) and so inherited.
+        let shell = image
+            .config()
+            .get("Shell")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect());
         let mut cur = Current {
             image,
             key,
             platform,
             args: BTreeMap::new(),
-            shell: DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
+            shell,
             cmd_set: false,
         };
         for step in &stage.steps {
@@ -354,14 +372,22 @@ impl<'h, 'a> Builder<'h, 'a> {
                         cur.args.insert(d.name.clone(), v);
                     }
                 }
-                cur.key = cur.key.then(&["ARG", &step.text, &args_text(&cur.args)]);
+                // Not in the key here: a step that uses an ARG has its value
+                // in its own key (RUN all of them), as docker misses at first use.
                 cur.image.push(&created, &step.text, None);
             }
             Instruction::Env(pairs) => {
-                let mut shown = Vec::new();
+                // Every pair sees the variables as they were before the
+                // instruction (docker: `ENV a=bye b=$a` takes the old a).
+                let mut set = Vec::new();
                 for (k, v) in pairs {
-                    let k = self.expander_word(cur, k, line)?;
-                    let v = self.expander_word(cur, v, line)?;
+                    set.push((
+                        self.expander_word(cur, k, line)?,
+                        self.expander_word(cur, v, line)?,
+                    ));
+                }
+                let mut shown = Vec::new();
+                for (k, v) in set {
                     shown.push(format!("{k}={v}"));
                     cur.image.set_env(&k, &v);
                 }
@@ -434,6 +460,7 @@ impl<'h, 'a> Builder<'h, 'a> {
             }
             Instruction::Shell(argv) => {
                 cur.shell = argv.clone();
+                cur.image.config_mut().insert("Shell".into(), json!(argv));
                 cur.image.push(&created, &step.text, None);
             }
             Instruction::Entrypoint(c) => {
@@ -466,7 +493,7 @@ impl<'h, 'a> Builder<'h, 'a> {
     }
 }
 
-fn predefined(k: &str) -> bool {
+pub(super) fn predefined(k: &str) -> bool {
     const PROXY: &[&str] = &[
         "HTTP_PROXY",
         "HTTPS_PROXY",

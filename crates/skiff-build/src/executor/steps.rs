@@ -299,6 +299,10 @@ impl<'h, 'a> Builder<'h, 'a> {
                             BuildError::io("creating a directory in", &b.host.store.tmp_dir(), e)
                         })?;
                     let mut rels = Vec::new();
+                    // Where each staged source came from in the image, to
+                    // take owners from the image, not from the host copy
+                    // (which has them only when the build runs as root).
+                    let mut origins = Vec::new();
                     for (i, p) in paths.iter().enumerate() {
                         let dir = tmp.path().join(i.to_string());
                         std::fs::create_dir(&dir)
@@ -317,8 +321,10 @@ impl<'h, 'a> Builder<'h, 'a> {
                                 std::path::PathBuf::from(i.to_string()).join(name)
                             }
                         });
+                        origins.push((src, got.kind));
                     }
-                    Some((tmp, rels))
+                    let source_fs = ImageFs::load(b.host.store, manifest, &|_, _| false)?;
+                    Some((tmp, rels, origins, source_fs))
                 }
                 From::Context(_) => None,
             };
@@ -333,8 +339,11 @@ impl<'h, 'a> Builder<'h, 'a> {
                                 .map_err(step_err)?;
                         }
                     }
-                    (_, Some((tmp, rels))) => {
-                        layer::copy_from_dir(w, tmp.path(), rels, &dest, &o, &lower)
+                    (_, Some((tmp, rels, origins, source_fs))) => {
+                        let owner = |rel: &std::path::Path, _: &std::fs::Metadata| {
+                            image_owner(source_fs, origins, rel)
+                        };
+                        layer::copy_from_dir_owned(w, tmp.path(), rels, &dest, &o, &lower, &owner)
                             .map_err(step_err)?;
                     }
                     _ => {}
@@ -376,6 +385,15 @@ impl<'h, 'a> Builder<'h, 'a> {
             .filter(|(k, _)| !cur.image.env().iter().any(|(e, _)| e == *k))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        // docker's predefined proxy args reach every RUN without an ARG line,
+        // and stay out of its cache key.
+        let mut run_env = env.clone();
+        for (k, v) in &self.host.options.build_args {
+            if super::stage::predefined(k) && k != "SOURCE_DATE_EPOCH" && !cur.args.contains_key(k)
+            {
+                run_env.push(format!("{k}={v}"));
+            }
+        }
         let user = cur.image.string("User").unwrap_or_default().to_owned();
         let wd = cur.image.working_dir();
         let created_by = format!("RUN {}", argv.join(" "));
@@ -393,12 +411,37 @@ impl<'h, 'a> Builder<'h, 'a> {
             let rec = cur.image.write(b.host.store, &b.created)?;
             let spec = RunSpec {
                 argv: argv.clone(),
-                env: env.clone(),
+                env: run_env.clone(),
                 what: what.clone(),
             };
             run_step::run(b.host, &rec, &spec).map(Some)
         })
     }
+}
+
+/// The owner in the source image of a file staged for COPY --from at
+/// `rel` (`<source index>/<path below it>`); 0:0 if it cannot be told.
+fn image_owner(
+    fs: &ImageFs,
+    origins: &[(String, imagefs::ExtractedKind)],
+    rel: &std::path::Path,
+) -> (u32, u32) {
+    let mut parts = rel.components();
+    let Some((src, kind)) = parts
+        .next()
+        .and_then(|c| c.as_os_str().to_str()?.parse::<usize>().ok())
+        .and_then(|i| origins.get(i))
+    else {
+        return (0, 0);
+    };
+    let base = fs.resolve(src, true).unwrap_or_else(|| src.clone());
+    let below = parts.as_path().to_string_lossy();
+    let path = match kind {
+        imagefs::ExtractedKind::File => base,
+        imagefs::ExtractedKind::Dir if below.is_empty() => base,
+        imagefs::ExtractedKind::Dir => format!("{}/{below}", base.trim_end_matches('/')),
+    };
+    fs.get(&path).map_or((0, 0), |n| (n.uid, n.gid))
 }
 
 fn now_secs() -> u64 {

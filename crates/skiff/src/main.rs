@@ -12,9 +12,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use commands::container::ContainerCommand;
 
+/// `skiff --version`: what was built, from which commit, for which target,
+/// with which allocator.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("SKIFF_COMMIT"),
+    "\ntarget: ",
+    env!("SKIFF_TARGET"),
+    "\nallocator: system"
+);
+
 /// Run OCI containers, each in its own lightweight virtual machine.
 #[derive(Parser)]
-#[command(name = "skiff", version, about, long_about = None, propagate_version = true)]
+#[command(name = "skiff", version, long_version = LONG_VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Store directory (images, containers, kernel).
     #[arg(long, global = true, env = "SKIFF_ROOT", value_name = "DIR")]
@@ -108,6 +119,11 @@ enum Command {
     /// This host's VM setup (accelerator, kernel, QEMU) and the guest kernel.
     #[command(subcommand)]
     System(commands::system::SystemCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(commands::completion::CompletionArgs),
+    /// Write man pages for every command into a directory (for releases).
+    #[command(name = "__man", hide = true)]
+    Man(commands::completion::ManArgs),
     /// Log in to a registry; credentials go to auth.json.
     Login(commands::login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -173,6 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => commands::image::run(&ctx, commands::image::ImageCommand::Push(a)),
         Command::Images(a) => commands::image::run(&ctx, commands::image::ImageCommand::Ls(a)),
         Command::Mkfs(a) => commands::mkfs::mkfs(a),
+        Command::Completion(a) => commands::completion::completion(a),
+        Command::Man(a) => commands::completion::man(a),
         Command::Login(a) => commands::login::login(&ctx, a),
         Command::Logout(a) => commands::login::logout(&ctx, a),
     }

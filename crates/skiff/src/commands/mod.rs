@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+pub mod completion;
 pub mod container;
 pub mod create_args;
 pub mod image;

@@ -129,7 +129,7 @@ pub fn decompress<'a>(
 
 /// What a tar entry is, after normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EntryKind {
+pub enum EntryKind {
     File,
     Dir,
     Symlink,
@@ -143,7 +143,7 @@ pub(crate) enum EntryKind {
 
 /// One tar entry, with every extension header applied.
 #[derive(Debug, Clone)]
-pub(crate) struct TarEntry {
+pub struct TarEntry {
     pub path: Vec<u8>,
     /// Hard link or symlink target (empty for other kinds).
     pub link: Vec<u8>,
@@ -161,7 +161,7 @@ pub(crate) struct TarEntry {
 /// A streaming tar reader. File contents are never buffered: read them with
 /// [`TarReader::data`] before the next call to [`TarReader::next_entry`]
 /// (which skips whatever was not read).
-pub(crate) struct TarReader<R> {
+pub struct TarReader<R> {
     r: R,
     /// Bytes consumed from `r`.
     pos: u64,
@@ -196,7 +196,7 @@ enum Format {
 }
 
 impl<R: Read> TarReader<R> {
-    pub(crate) fn new(r: R) -> Self {
+    pub fn new(r: R) -> Self {
         TarReader {
             r,
             pos: 0,
@@ -206,7 +206,8 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    pub(crate) fn into_inner(self) -> R {
+    /// The underlying reader, positioned after what was read.
+    pub fn into_inner(self) -> R {
         self.r
     }
 
@@ -272,7 +273,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The next entry, or `None` at the end-of-archive marker.
-    pub(crate) fn next_entry(&mut self) -> Result<Option<TarEntry>, LayerError> {
+    pub fn next_entry(&mut self) -> Result<Option<TarEntry>, LayerError> {
         if self.done {
             return Ok(None);
         }
@@ -694,7 +695,7 @@ impl<R: Read> TarReader<R> {
 
     /// A reader of the current entry's logical content (holes of sparse
     /// files read as zeros): exactly `entry.size` bytes, or an error.
-    pub(crate) fn data<'a>(&'a mut self, entry: &'a TarEntry) -> EntryReader<'a, R> {
+    pub fn data<'a>(&'a mut self, entry: &'a TarEntry) -> EntryReader<'a, R> {
         EntryReader {
             tr: self,
             frags: entry.sparse.as_deref(),
@@ -707,7 +708,7 @@ impl<R: Read> TarReader<R> {
 }
 
 /// Reads one entry's content; see [`TarReader::data`].
-pub(crate) struct EntryReader<'a, R> {
+pub struct EntryReader<'a, R> {
     tr: &'a mut TarReader<R>,
     frags: Option<&'a [(u64, u64)]>,
     size: u64,

@@ -40,21 +40,6 @@ pub(crate) struct RawEntry {
     pub rdev: (u32, u32),
 }
 
-fn kind_of(t: tar::EntryType) -> Option<RawKind> {
-    use tar::EntryType as T;
-    Some(match t {
-        T::Regular | T::Continuous | T::GNUSparse => RawKind::File,
-        T::Directory => RawKind::Dir,
-        T::Symlink => RawKind::Symlink,
-        T::Link => RawKind::Hardlink,
-        T::Char => RawKind::Char,
-        T::Block => RawKind::Block,
-        T::Fifo => RawKind::Fifo,
-        // Global PAX headers and unknown types carry no file.
-        _ => return None,
-    })
-}
-
 /// One layer's (compressed) bytes. A `Threaded` one is decompressed on a
 /// thread of its own while the caller reads tar entries: on two cores that
 /// takes the tar and ELF work off gzip's critical path.
@@ -186,95 +171,48 @@ fn entries(
     ordinal: &mut u64,
     f: &mut dyn FnMut(&RawEntry, &mut dyn Read) -> Result<(), ImageFsError>,
 ) -> Result<(), ImageFsError> {
-    let read = |source: std::io::Error| ImageFsError::Read { layer: n, source };
-    let mut archive = tar::Archive::new(EndPadded::new(stream));
-    for entry in archive.entries().map_err(read)? {
-        let mut entry = entry.map_err(read)?;
+    use skiff_ext4::layer::{EntryKind as K, TarReader};
+    let layer_err = |source| ImageFsError::Layer { layer: n, source };
+    // skiff-ext4's reader, the one the root filesystems are built with: the
+    // same entries, extensions and Go-compatible ends (a layer may stop right
+    // after its last entry's data, as umoci writes them).
+    let mut tar = TarReader::new(stream);
+    while let Some(entry) = tar.next_entry().map_err(layer_err)? {
         *ordinal += 1;
-        let h = entry.header();
-        let Some(kind) = kind_of(h.entry_type()) else {
-            continue;
+        let kind = match entry.kind {
+            K::File => RawKind::File,
+            K::Dir => RawKind::Dir,
+            K::Symlink => RawKind::Symlink,
+            K::Hardlink => RawKind::Hardlink,
+            K::CharDev => RawKind::Char,
+            K::BlockDev => RawKind::Block,
+            K::Fifo => RawKind::Fifo,
+            // Unknown types carry no file.
+            K::Other(_) => continue,
         };
-        // An empty or unparsable field reads as 0, as Go's archive/tar
-        // (docker's reader) has it; only a value too large is refused.
-        let num = |v: std::io::Result<u64>| -> Result<u32, ImageFsError> {
-            u32::try_from(v.unwrap_or(0)).map_err(|_| {
-                read(std::io::Error::other(
-                    "uid or gid out of range in tar header",
-                ))
-            })
-        };
+        let link = (matches!(kind, RawKind::Symlink | RawKind::Hardlink)).then(|| {
+            let l = String::from_utf8_lossy(&entry.link).into_owned();
+            if kind == RawKind::Hardlink {
+                normalize(&l)
+            } else {
+                l
+            }
+        });
         let raw = RawEntry {
             ordinal: *ordinal,
             layer: n as u32,
-            path: normalize(&String::from_utf8_lossy(&entry.path_bytes())),
+            path: normalize(&String::from_utf8_lossy(&entry.path)),
             kind,
-            link: entry.link_name_bytes().map(|l| {
-                let l = String::from_utf8_lossy(&l).into_owned();
-                if kind == RawKind::Hardlink {
-                    normalize(&l)
-                } else {
-                    l
-                }
-            }),
-            mode: h.mode().unwrap_or(0) & 0o7777,
-            uid: num(h.uid())?,
-            gid: num(h.gid())?,
-            mtime: h
-                .mtime()
-                .ok()
-                .and_then(|t| i64::try_from(t).ok())
-                .unwrap_or(0),
-            size: entry.size(),
-            rdev: (
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            ),
+            link,
+            mode: u32::from(entry.meta.mode) & 0o7777,
+            uid: entry.meta.uid,
+            gid: entry.meta.gid,
+            mtime: entry.meta.mtime.secs,
+            size: entry.size,
+            rdev: (entry.dev_major, entry.dev_minor),
         };
-        f(&raw, &mut entry)?;
+        let mut data = tar.data(&entry);
+        f(&raw, &mut data)?;
     }
     Ok(())
-}
-
-/// A layer stream that may end right after its last entry's data, with no
-/// padding or end-of-archive marker (umoci writes such layers; Go's reader,
-/// and so docker's and skiff-ext4's, accept them): at its end, zeros up to
-/// the next block and two zero blocks, which the `tar` crate needs to end
-/// cleanly. The blobs were verified against their digests already: this
-/// reads what the registry has, no more.
-struct EndPadded<R> {
-    inner: R,
-    pos: u64,
-    /// Zeros still to give after the inner stream ended.
-    zeros: Option<u64>,
-}
-
-impl<R: Read> EndPadded<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            pos: 0,
-            zeros: None,
-        }
-    }
-}
-
-impl<R: Read> Read for EndPadded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = match self.zeros {
-            Some(ref mut left) => left,
-            None => {
-                let n = self.inner.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    self.pos += n as u64;
-                    return Ok(n);
-                }
-                self.zeros.insert((512 - self.pos % 512) % 512 + 1024)
-            }
-        };
-        let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-        buf[..n].fill(0);
-        *left -= n as u64;
-        Ok(n)
-    }
 }

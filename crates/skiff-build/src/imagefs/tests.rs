@@ -407,3 +407,24 @@ fn threaded_layers() {
     let err = ImageFs::load_with(threaded(bad), &opts).unwrap_err();
     assert!(matches!(err, ImageFsError::Entry { .. }), "{err:?}");
 }
+
+#[test]
+fn a_layer_may_end_right_after_its_last_entry() {
+    // umoci writes layers so: no padding after the last file's data and no
+    // end-of-archive blocks. docker, containerd and skiff-ext4 accept them.
+    let full = layer(&[
+        E::Dir("etc/", 0o755),
+        E::File("etc/passwd", 0o644, b"root:x:0:0::/:/bin/sh\n"),
+    ]);
+    let data_end = 512 * 2 + b"root:x:0:0::/:/bin/sh\n".len();
+    let cut = full[..data_end].to_vec();
+    let fs = load(&[cut]);
+    assert_eq!(
+        fs.content("/etc/passwd"),
+        Some(&b"root:x:0:0::/:/bin/sh\n"[..])
+    );
+    // Cut inside the data, it is an error, not a file with zeros.
+    let short = full[..data_end - 5].to_vec();
+    let readers: Vec<Box<dyn Read>> = vec![Box::new(std::io::Cursor::new(short))];
+    assert!(ImageFs::from_layer_readers(readers, &|_, _| true).is_err());
+}

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
 
-use super::tarread::checksum_ok;
+use super::tarread::is_tar;
 use super::{Compression, LayerError};
 
 /// Whether a file is a tar, plain or compressed: its (decompressed) first
@@ -25,13 +25,10 @@ pub(super) fn sniff_archive(host: &Path) -> Result<Option<Compression>, LayerErr
         _ => Compression::Uncompressed,
     };
     f.rewind().map_err(read_err)?;
-    let mut r = decoder_from(f, comp).map_err(read_err)?;
-    let mut block = [0u8; 512];
-    // A decompression error means "not this format": copy the file.
-    Ok(match read_full(&mut r, &mut block) {
-        Ok(512) if checksum_ok(&block) => Some(comp),
-        _ => None,
-    })
+    let r = decoder_from(f, comp).map_err(read_err)?;
+    // A decompression error means "not this format": copy the file. The
+    // first header (with its extensions) is all that is read.
+    Ok(is_tar(r.take(1 << 20)).then_some(comp))
 }
 
 pub(super) fn decoder(host: &Path, comp: Compression) -> Result<Box<dyn Read>, LayerError> {

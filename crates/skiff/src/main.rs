@@ -161,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(commands::image::ImageCommand::Check(a)) => {
             return commands::check::run(&ctx, a)
         }
-        Command::Build(a) => commands::build::build(&ctx, a, cli.debug),
+        Command::Build(a) => return commands::build::build(&ctx, a, cli.debug),
         Command::Builder(c) => commands::build::builder(&ctx, c),
         Command::Container(c) => return container(&ctx, c, cli.debug),
         Command::Create(a) => return container(&ctx, ContainerCommand::Create(a), cli.debug),

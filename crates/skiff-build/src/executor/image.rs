@@ -144,11 +144,27 @@ impl ImageState {
     }
 
     pub fn config_mut(&mut self) -> &mut Map<String, Value> {
-        let slot = self.doc.entry("config").or_insert_with(|| json!({}));
-        if !slot.is_object() {
-            *slot = json!({});
-        }
-        slot.as_object_mut().expect("made an object above")
+        object_in(&mut self.doc, "config")
+    }
+
+    /// An object of the config (`Labels`, `ExposedPorts`, `Volumes`), made
+    /// if missing.
+    pub fn config_object(&mut self, key: &str) -> &mut Map<String, Value> {
+        object_in(self.config_mut(), key)
+    }
+
+    /// One variable of `Env`, without building the whole list.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        self.config()
+            .get("Env")
+            .and_then(Value::as_array)?
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|e| match e.split_once('=') {
+                Some((k, v)) if k == name => Some(v.to_owned()),
+                None if e == name => Some(String::new()),
+                _ => None,
+            })
     }
 
     /// `Env` as (key, value) pairs, in order.
@@ -263,6 +279,15 @@ impl ImageState {
             .make_record(None, &digest, None, None)
             .map_err(BuildError::Store)
     }
+}
+
+/// `map[key]` as an object, made (or replaced) if it is not one.
+fn object_in<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
+    let slot = map.entry(key).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("made an object above")
 }
 
 /// docker's layer media types as OCI's (the same bytes).

@@ -19,7 +19,7 @@ use skiff_runtime::container::{
 use skiff_runtime::image_config::Overrides;
 
 use super::{BuildError, Event, Host};
-use crate::layer::{LayerDigests, LayerWriter};
+use crate::layer::LayerDigests;
 
 /// What to run, decided by the executor.
 pub(super) struct RunSpec {
@@ -91,16 +91,11 @@ pub(super) fn run(
             spec.what
         ))
     })?;
-    let mut blob = store.blob_writer().map_err(BuildError::Store)?;
-    let o = host.options;
-    let mut w = LayerWriter::with_level(&mut blob, o.compression, o.compression_level, o.epoch)
-        .map_err(BuildError::Layer)?;
-    w.append_tar(std::io::BufReader::with_capacity(1 << 20, file))
-        .map_err(BuildError::Layer)?;
-    let (_, digests) = w.finish().map_err(BuildError::Layer)?;
-    blob.commit(Some(&digests.digest), Some(digests.size))
-        .map_err(BuildError::Store)?;
-    Ok(digests)
+    super::steps::write_layer(store, host.options, |w| {
+        w.append_tar(std::io::BufReader::with_capacity(1 << 20, file))
+            .map(|_| ())
+            .map_err(BuildError::Layer)
+    })
 }
 
 /// Starts the container, streams its output as events, returns its exit

@@ -59,10 +59,7 @@ impl Current {
     /// A variable as instructions see it: ENV wins over ARG, as in docker.
     pub fn lookup(&self, name: &str) -> Option<String> {
         self.image
-            .env()
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+            .env_var(name)
             .or_else(|| self.args.get(name).cloned())
     }
 }
@@ -441,7 +438,7 @@ impl<'h, 'a> Builder<'h, 'a> {
                         });
                     }
                 }
-                let map = object_mut(&mut cur.image, "ExposedPorts");
+                let map = cur.image.config_object("ExposedPorts");
                 for p in ports {
                     map.insert(p, json!({}));
                 }
@@ -452,7 +449,7 @@ impl<'h, 'a> Builder<'h, 'a> {
                 for r in raw {
                     vols.extend(self.expander_words(cur, r, line)?);
                 }
-                let map = object_mut(&mut cur.image, "Volumes");
+                let map = cur.image.config_object("Volumes");
                 for v in vols {
                     map.insert(v, json!({}));
                 }
@@ -536,16 +533,8 @@ pub(super) fn command_argv(c: &Command, shell: &[String]) -> Vec<String> {
     }
 }
 
-fn object_mut<'s>(image: &'s mut ImageState, key: &str) -> &'s mut serde_json::Map<String, Value> {
-    let slot = image.config_mut().entry(key).or_insert_with(|| json!({}));
-    if !slot.is_object() {
-        *slot = json!({});
-    }
-    slot.as_object_mut().expect("made an object above")
-}
-
 fn labels_mut(image: &mut ImageState) -> &mut serde_json::Map<String, Value> {
-    object_mut(image, "Labels")
+    image.config_object("Labels")
 }
 
 fn healthcheck_json(h: &Healthcheck, _shell: &[String]) -> Value {

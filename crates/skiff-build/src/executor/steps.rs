@@ -31,13 +31,14 @@ type Blob<'a> = &'a mut skiff_oci::store::BlobWriter;
 type MakeLayer<'m, 'h, 'a> =
     dyn FnMut(&mut Builder<'h, 'a>, &mut Current) -> Result<Option<LayerDigests>, BuildError> + 'm;
 
-/// A layer written straight into the store by `fill`.
-fn write_layer(
-    b: &Builder<'_, '_>,
+/// A layer written straight into the store by `fill`, compressed as the
+/// build was asked.
+pub(super) fn write_layer(
+    store: &skiff_oci::Store,
+    o: &super::BuildOptions,
     fill: impl FnOnce(&mut LayerWriter<Blob<'_>>) -> Result<(), BuildError>,
 ) -> Result<LayerDigests, BuildError> {
-    let o = b.host.options;
-    let mut blob = b.host.store.blob_writer().map_err(BuildError::Store)?;
+    let mut blob = store.blob_writer().map_err(BuildError::Store)?;
     let mut w = LayerWriter::with_level(&mut blob, o.compression, o.compression_level, o.epoch)
         .map_err(BuildError::Layer)?;
     fill(&mut w)?;
@@ -133,7 +134,7 @@ impl<'h, 'a> Builder<'h, 'a> {
                 }
             }
             let mtime = b.host.options.epoch.unwrap_or_else(now_secs);
-            write_layer(b, |w| {
+            write_layer(b.host.store, b.host.options, |w| {
                 for p in &missing {
                     let e = EntryMeta {
                         path: p.clone(),
@@ -303,6 +304,8 @@ impl<'h, 'a> Builder<'h, 'a> {
                     // take owners from the image, not from the host copy
                     // (which has them only when the build runs as root).
                     let mut origins = Vec::new();
+                    // The source's tree, read once for every path and owner.
+                    let source_fs = ImageFs::load(b.host.store, manifest, &|_, _| false)?;
                     for (i, p) in paths.iter().enumerate() {
                         let dir = tmp.path().join(i.to_string());
                         std::fs::create_dir(&dir)
@@ -312,8 +315,9 @@ impl<'h, 'a> Builder<'h, 'a> {
                         } else {
                             format!("/{p}")
                         };
-                        let got = imagefs::extract(b.host.store, manifest, &src, &dir)
-                            .map_err(|e| BuildError::Step(format!("{at}: COPY --from: {e}")))?;
+                        let got =
+                            imagefs::extract_with(&source_fs, b.host.store, manifest, &src, &dir)
+                                .map_err(|e| BuildError::Step(format!("{at}: COPY --from: {e}")))?;
                         rels.push(match got.kind {
                             imagefs::ExtractedKind::Dir => std::path::PathBuf::from(i.to_string()),
                             imagefs::ExtractedKind::File => {
@@ -323,13 +327,12 @@ impl<'h, 'a> Builder<'h, 'a> {
                         });
                         origins.push((src, got.kind));
                     }
-                    let source_fs = ImageFs::load(b.host.store, manifest, &|_, _| false)?;
                     Some((tmp, rels, origins, source_fs))
                 }
                 From::Context(_) => None,
             };
             let ctx = b.context;
-            write_layer(b, |w| {
+            write_layer(b.host.store, b.host.options, |w| {
                 match (&from, &staged) {
                     (From::Context(sel), _) if !sel.is_empty() => {
                         if add {

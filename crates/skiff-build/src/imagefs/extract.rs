@@ -48,7 +48,19 @@ pub fn extract(
     dest_dir: &Path,
 ) -> Result<Extracted, ImageFsError> {
     let fs = ImageFs::load(store, manifest, &|_, _| false)?;
-    extract_from(&fs, layer_blobs(store, manifest)?, src, dest_dir)
+    extract_with(&fs, store, manifest, src, dest_dir)
+}
+
+/// [`extract`] with the image's tree already loaded (by [`ImageFs::load`]
+/// of the same manifest): several sources cost one read of the tree.
+pub fn extract_with(
+    fs: &ImageFs,
+    store: &Store,
+    manifest: &Digest,
+    src: &str,
+    dest_dir: &Path,
+) -> Result<Extracted, ImageFsError> {
+    extract_from(fs, layer_blobs(store, manifest)?, src, dest_dir)
 }
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageFsError + '_ {

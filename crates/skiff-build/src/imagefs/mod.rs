@@ -32,7 +32,7 @@ use std::sync::Arc;
 use skiff_oci::manifest::Manifest;
 use skiff_oci::{Digest, Store};
 
-pub use extract::{extract, Extracted, ExtractedKind};
+pub use extract::{extract, extract_with, Extracted, ExtractedKind};
 pub use user::{lookup_chown, lookup_user, user_files, UserError};
 
 pub(crate) use stream::{here, Layer};

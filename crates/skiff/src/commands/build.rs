@@ -101,7 +101,7 @@ pub fn builder(ctx: &Context, c: BuilderCommand) -> anyhow::Result<()> {
     }
 }
 
-pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
+pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<std::process::ExitCode> {
     let tags = a
         .tags
         .iter()
@@ -227,7 +227,7 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
     let built = match executor::build(&mut host) {
         Err(executor::BuildError::Interrupted) => {
             eprintln!("Error: interrupted");
-            std::process::exit(130);
+            return Ok(std::process::ExitCode::from(130));
         }
         r => r?,
     };
@@ -245,7 +245,7 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
     let id = built.record.config.hex().to_owned();
     if quiet {
         println!("sha256:{id}");
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     for t in &tags {
         eprintln!("COMMIT {t}");
@@ -261,7 +261,7 @@ pub fn build(ctx: &Context, a: BuildArgs, debug: bool) -> anyhow::Result<()> {
     } else {
         println!("sha256:{id}");
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// The Containerfile's path and text: `-f`, else Containerfile, else
